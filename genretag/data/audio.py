@@ -3,8 +3,13 @@
 Everything that needs samples calls :func:`decode` (a clip or a crop) or :func:`stream` (a long
 file in blocks). Both return float32 mono at the requested sample rate:
 
-* libsndfile (via soundfile) first: WAV/FLAC/OGG/Opus/AIFF/MP3 with sample-exact seeking;
-* PyAV (FFmpeg) for what libsndfile cannot open (M4A/AAC, WMA, some odd MP3s);
+* libsndfile (via soundfile) for WAV/FLAC/OGG/Opus/AIFF: sample-exact seeking;
+* PyAV (FFmpeg) for MP3 and for what libsndfile cannot open (M4A/AAC, WMA, ...). libsndfile
+  1.2's MP3 reader zero-fills samples when a file is read in several calls, or after a seek
+  (tests/test_audio.py shows it on FMA-like files), so MP3s go to FFmpeg, whose whole-file
+  decode matches libsndfile's one-shot decode sample for sample. Seeks start ``AV_SEEK_PREROLL``
+  early (MP3 bit reservoir and MDCT overlap) and are cut by timestamps: sample-exact; corrupt
+  packets are skipped, as FFmpeg's own tools do;
 * the channels are averaged first, then soxr (HQ) resamples the mono signal.
 
 Any failure, whatever the library underneath raised, becomes :class:`AudioDecodeError`, which
@@ -25,13 +30,10 @@ import soundfile as sf
 import soxr
 
 SAMPLE_RATE = 16_000
-# libsndfile's MP3 decoder (1.2.x) returns wrong samples when a read ends inside an MPEG frame
-# and for the first few hundred samples after a seek. Reading whole multiples of 1152 frames from
-# a frame-aligned position two frames before the target is sample-exact (tests/test_audio.py).
-MPEG_FRAME = 1152
-BLOCK_FRAMES = 57 * MPEG_FRAME  # ~1.5 s at 44.1 kHz: bounded memory whatever a header claims
-SEEK_PREROLL_FRAMES = 2 * MPEG_FRAME
-AV_SEEK_PREROLL = 0.2  # seconds decoded before a PyAV seek target (MP3 bit reservoir, AAC priming)
+BLOCK_FRAMES = 1 << 16  # ~1.5 s at 44.1 kHz: bounded memory whatever a header claims
+AV_SEEK_PREROLL = 0.5  # seconds decoded before a PyAV seek target (0.2 s is not enough at 22 kHz)
+AV_MAX_BAD_PACKETS = 0.5  # share of undecodable packets above which a file counts as bad
+LIBSNDFILE_SKIP = {"MP3"}  # formats libsndfile opens but FFmpeg decodes (see above)
 
 PathLike = str | os.PathLike
 
@@ -69,6 +71,9 @@ class _Source:
     def blocks(self, start: int, count: int | None) -> Iterator[np.ndarray]:
         raise NotImplementedError
 
+    def close(self) -> None:
+        raise NotImplementedError
+
 
 class _SoundfileSource(_Source):
     def __init__(self, handle: sf.SoundFile) -> None:
@@ -77,21 +82,21 @@ class _SoundfileSource(_Source):
         self.channels = handle.channels
         self.frames = handle.frames
 
+    def close(self) -> None:
+        self.handle.close()
+
     def blocks(self, start: int, count: int | None) -> Iterator[np.ndarray]:
-        if start >= self.frames > 0:
-            return
-        position = max(0, start - SEEK_PREROLL_FRAMES) // MPEG_FRAME * MPEG_FRAME
-        if position > 0:
-            self.handle.seek(position)
-        end = math.inf if count is None else start + count
-        while position < end:
-            block = self.handle.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
+        if start > 0:
+            if start >= self.frames:
+                return
+            self.handle.seek(start)
+        left = math.inf if count is None else count
+        while left > 0:
+            block = self.handle.read(int(min(BLOCK_FRAMES, left)), dtype="float32", always_2d=True)
             if len(block) == 0:
                 return
-            lo, position = position, position + len(block)
-            if position > start:
-                mono = block[max(0, start - lo) : int(min(len(block), end - lo))]
-                yield mono.mean(axis=1, dtype=np.float32)
+            left -= len(block)
+            yield block.mean(axis=1, dtype=np.float32)
 
 
 class _AVSource(_Source):
@@ -111,11 +116,27 @@ class _AVSource(_Source):
             seconds = container.duration / 1_000_000
         self.frames = round(seconds * self.sample_rate) if seconds else 0
 
+    def close(self) -> None:
+        self.container.close()
+
+    def _frames(self) -> Iterator:
+        """Decoded frames, skipping packets FFmpeg cannot decode (a bit flip costs ~26 ms)."""
+        import av
+
+        packets = bad = 0
+        for packet in self.container.demux(self.stream):
+            packets += 1
+            try:
+                yield from packet.decode()
+            except av.error.FFmpegError:  # InvalidDataError and friends: one damaged packet
+                bad += 1
+        if packets and bad > AV_MAX_BAD_PACKETS * packets:
+            raise ValueError(f"{bad} of {packets} packets are damaged")
+
     def blocks(self, start: int, count: int | None) -> Iterator[np.ndarray]:
         import av
 
-        stream, rate = self.stream, self.sample_rate
-        base = self.stream.time_base
+        stream, rate, base = self.stream, self.sample_rate, self.stream.time_base
         t0 = float(stream.start_time * base) if stream.start_time is not None else 0.0
         if start > 0:
             target = max(0.0, start / rate - AV_SEEK_PREROLL) + t0
@@ -123,57 +144,65 @@ class _AVSource(_Source):
         to_planar = av.AudioResampler(format="fltp")
         position = None  # native frame index of the next sample, from the first frame's pts
         end = math.inf if count is None else start + count
-        for packet_frame in self.container.decode(stream):
+        for decoded in self._frames():
             if position is None:
-                pts = packet_frame.pts
+                pts = decoded.pts
                 position = round((float(pts * base) - t0) * rate) if pts is not None else 0
-            for frame in to_planar.resample(packet_frame):
+            for frame in to_planar.resample(decoded):
                 chunk = frame.to_ndarray().mean(axis=0, dtype=np.float32)
-                lo, hi = position, position + len(chunk)
-                position = hi
-                if hi <= start:
+                lo, position = position, position + len(chunk)
+                if position <= start:
                     continue
                 yield chunk[max(0, start - lo) : int(min(len(chunk), end - lo))]
-                if hi >= end:
+                if position >= end:
                     return
+
+
+def _open_soundfile(path: Path) -> tuple[_Source | None, str]:
+    """libsndfile's reader, or None and why libsndfile could not open the file."""
+    try:
+        handle = sf.SoundFile(path)
+    except Exception as error:
+        return None, f"{error}; "
+    if handle.format in LIBSNDFILE_SKIP or handle.samplerate <= 0 or handle.channels <= 0:
+        handle.close()
+        return None, ""
+    return _SoundfileSource(handle), ""
+
+
+def _open_av(path: Path, why_not_libsndfile: str) -> _Source:
+    try:
+        import av
+
+        container = av.open(str(path), metadata_errors="ignore")
+    except Exception as error:
+        raise AudioDecodeError(path, f"unreadable audio ({why_not_libsndfile}{error})") from None
+    try:
+        return _AVSource(container)
+    except Exception as error:
+        container.close()
+        raise AudioDecodeError(path, f"unreadable audio ({why_not_libsndfile}{error})") from None
 
 
 @contextmanager
 def _open(path: PathLike) -> Iterator[_Source]:
-    """Open with libsndfile, else PyAV; raise AudioDecodeError naming the file."""
+    """Open with libsndfile, else PyAV; any failure is an AudioDecodeError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise AudioDecodeError(path, "no such file" if not path.exists() else "not a file")
     if path.stat().st_size == 0:
         raise AudioDecodeError(path, "empty file (0 bytes)")
+    source, why = _open_soundfile(path)
+    if source is None:
+        source = _open_av(path, why)
     try:
-        handle = sf.SoundFile(path)
-    except Exception as sf_error:  # libsndfile cannot open it: let FFmpeg try
-        try:
-            import av
-
-            container = av.open(str(path), metadata_errors="ignore")
-        except Exception as av_error:
-            raise AudioDecodeError(path, f"unreadable audio ({sf_error}; {av_error})") from None
-        try:
-            yield _AVSource(container)
-        except AudioDecodeError:
-            raise
-        except Exception as error:
-            raise AudioDecodeError(path, f"decoding failed: {error}") from error
-        finally:
-            container.close()
-        return
-    try:
-        if handle.samplerate <= 0 or handle.channels <= 0:
-            raise ValueError(f"bad header ({handle.samplerate} Hz, {handle.channels} channels)")
-        yield _SoundfileSource(handle)
+        yield source
     except AudioDecodeError:
         raise
     except Exception as error:
         raise AudioDecodeError(path, f"decoding failed: {error}") from error
     finally:
-        handle.close()
+        source.close()
 
 
 def info(path: PathLike) -> AudioInfo:
