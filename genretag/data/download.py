@@ -1,0 +1,551 @@
+"""``genretag download``: fetch the official archives, verify them, unpack them atomically.
+
+* **Resumable**: bytes go to ``<archive>.zip.part``; a new run asks for the rest with an HTTP
+  ``Range`` header (a server that answers ``200`` instead restarts cleanly from byte 0), and a
+  dropped connection is retried from where it stopped.
+* **Verified**: FMA zips against the SHA1s published in the dataset's README. A mismatching
+  archive is moved aside to ``<archive>.zip.bad-<sha1 prefix>``, never deleted silently.
+  FSDKaggle2018: Zenodo publishes MD5s, but we could not confirm their values offline, so none are
+  hard-coded; its zips are checked by the CRC-32 of every member during extraction instead.
+* **Atomic**: a zip is unpacked into a hidden sibling ``.<folder>.partial`` and renamed into place,
+  so a folder that exists is complete. The zip's single top folder (``fma_small/``,
+  ``fma_metadata/``) is stripped; members that would land outside the folder are refused.
+* **Per-file check**: FMA audio zips carry a ``checksums`` file (``sha1sum -c`` format); every file
+  is hashed after extraction (in threads). Known-bad tracks (:data:`KNOWN_BAD_TRACKS`) are
+  reported as known; anything else that fails is listed and makes the command fail.
+* **Disk space** is checked before downloading (what is left to fetch plus at least as much again
+  for the extracted files) and, exactly, from the zip's declared sizes before extracting.
+
+Exit status of :func:`main` (each failure is one line on stderr naming the file or URL and what
+to do): 0 done; 1 the network or the disk failed (running the same command again resumes), or
+extracted files fail their per-file checksum; 2 something must change first: the command line, an
+HTTP error (wrong URL or mirror), an archive whose SHA1 or CRC is wrong, not enough free space;
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import logging
+import os
+import re
+import shutil
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from tqdm import tqdm
+
+from genretag import __version__
+from genretag.data.fma import KNOWN_BAD_TRACKS, audio_relpath
+
+log = logging.getLogger(__name__)
+
+FMA_URL = "https://os.unil.cloud.switch.ch/fma"
+ZENODO_URL = "https://zenodo.org/record/2552860/files"  # FSDKaggle2018
+CHUNK = 1 << 20
+TIMEOUT_S = 60.0
+RETRIES = 3  # consecutive failed attempts without progress before giving up
+RETRY_WAIT_S = 1.0  # doubled after each failed attempt
+MAX_LISTED = 20  # per-file failures printed before "... and N more"
+GIB = 1 << 30
+
+
+class DownloadError(Exception):
+    """A failure the user must act on; ``str(err)`` is one line naming the file or URL."""
+
+    exit_code = 2
+
+
+class TransferError(DownloadError):
+    """The network failed after retries; running the same command again resumes."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One zip: where it comes from, its SHA1 (None: CRC only) and its folder under ``--to``."""
+
+    filename: str
+    url: str
+    dest: str
+    sha1: str | None = None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """What ``genretag download <name>`` fetches; ``size`` and ``summary`` are for ``--help``."""
+
+    size: str
+    summary: str
+    archives: tuple[Archive, ...]
+
+
+def _fma(name: str, sha1: str, dest: str | None = None) -> tuple[Archive, ...]:
+    return (Archive(f"{name}.zip", f"{FMA_URL}/{name}.zip", dest or name, sha1),)
+
+
+def _zenodo(part: str) -> Archive:
+    name = f"FSDKaggle2018.{part}"
+    return Archive(f"{name}.zip", f"{ZENODO_URL}/{name}.zip?download=1", f"FSDKaggle2018/{name}")
+
+
+DATASETS: dict[str, Dataset] = {
+    "fma_metadata": Dataset(
+        "342 MiB",
+        "tracks.csv, genres.csv, features.csv ... -> fma_meta/",
+        _fma("fma_metadata", "f0df49ffe5f2a6008d7dc83c6915b31835dfe733", "fma_meta"),
+    ),
+    "fma_small": Dataset(
+        "7.2 GiB",
+        "8,000 30 s clips, 8 balanced top genres -> fma_small/",
+        _fma("fma_small", "ade154f733639d52e35e32f5593efe5be76c6d70"),
+    ),
+    "fma_medium": Dataset(
+        "22 GiB",
+        "25,000 30 s clips, 16 unbalanced top genres -> fma_medium/",
+        _fma("fma_medium", "c67b69ea232021025fca9231fc1c7c1a063ab50b"),
+    ),
+    "fma_large": Dataset(
+        "93 GiB",
+        "106,574 30 s clips, 161 genres -> fma_large/",
+        _fma("fma_large", "497109f4dd721066b5ce5e5f250ec604dc78939e"),
+    ),
+    "fma_full": Dataset(
+        "879 GiB",
+        "106,574 untrimmed tracks -> fma_full/",
+        _fma("fma_full", "0f0ace23fbe9ba30ecb7e95f763e435ea802b8ab"),
+    ),
+    "fsdkaggle2018": Dataset(
+        "~5 GB",
+        "Freesound 41 classes (Zenodo): audio_train, audio_test, meta -> FSDKaggle2018/",
+        tuple(_zenodo(part) for part in ("meta", "audio_test", "audio_train")),
+    ),
+}
+
+
+@dataclass
+class ChecksumReport:
+    """Outcome of checking an extracted folder against its ``checksums`` file."""
+
+    checked: int = 0
+    bad: list[tuple[str, str]] = field(default_factory=list)  # (relpath, "SHA1 mismatch"|"missing")
+    known: list[tuple[int, str, str]] = field(default_factory=list)  # (track_id, reason, status)
+
+
+# --- download ---------------------------------------------------------------------------------
+
+
+def _bar(total: int | None, desc: str, quiet: bool, initial: int = 0, unit: str = "B") -> tqdm:
+    """A progress bar on stderr (bytes get MB/s and an ETA); silent under ``--quiet``."""
+    scale = unit == "B"
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit=unit,
+        unit_scale=scale,
+        unit_divisor=1024 if scale else 1000,
+        disable=quiet,
+        dynamic_ncols=True,
+    )
+
+
+def _check_space(folder: Path, need: int, what: str) -> None:
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise DownloadError(
+            f"not enough free space in {folder}: {what} needs about {need / GIB:.1f} GiB, "
+            f"{free / GIB:.1f} GiB free; free some space or pass --to with another disk"
+        )
+
+
+def _open(url: str, offset: int) -> http.client.HTTPResponse:
+    headers = {"User-Agent": f"genretag/{__version__} (python urllib)"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=TIMEOUT_S)
+
+
+def _download_once(url: str, part: Path, quiet: bool) -> None:
+    """One request: append to ``part`` from its current size; raise ConnectionError if cut."""
+    offset = part.stat().st_size if part.exists() else 0
+    name = part.name.removesuffix(".part")
+    try:
+        resp = _open(url, offset)
+    except urllib.error.HTTPError as exc:
+        if exc.code != 416 or not offset:
+            raise
+        if exc.headers.get("Content-Range", "") == f"bytes */{offset}":
+            return  # the .part already holds the whole file
+        log.info("%s: cannot resume (HTTP 416); downloading again from the start", url)
+        part.unlink()
+        return _download_once(url, part, quiet)
+    with resp:
+        start, total = 0, resp.headers.get("Content-Length")
+        total = int(total) if total else None
+        if resp.status == 206:
+            m = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", resp.headers.get("Content-Range", ""))
+            if m is None or int(m[1]) != offset:
+                part.unlink()
+                raise ConnectionError(f"unexpected Content-Range {m and m[0]!r}; restarting")
+            start, total = offset, None if m[2] == "*" else int(m[2])
+        elif offset:
+            log.info("%s: the server ignored the Range request; downloading from the start", url)
+        if total is not None:  # the rest of the zip, then at least as much again unpacked
+            _check_space(part.parent, total - start + total, f"{name} (zip + files)")
+        with (
+            open(part, "ab" if start else "wb") as out,
+            _bar(total, name, quiet, start) as bar,
+        ):
+            while chunk := resp.read(CHUNK):
+                out.write(chunk)
+                bar.update(len(chunk))
+            written = out.tell()
+    if total is not None and written != total:
+        raise ConnectionError(f"connection closed after {written} of {total} bytes")
+
+
+def download(url: str, part: Path, quiet: bool = False) -> None:
+    """Download ``url`` into ``part``, resuming what is there and retrying dropped connections."""
+    failures = 0
+    while True:
+        before = part.stat().st_size if part.exists() else 0
+        try:
+            return _download_once(url, part, quiet)
+        except urllib.error.HTTPError as exc:
+            raise DownloadError(
+                f"HTTP {exc.code} {exc.reason} for {url}; check the dataset name and --base-url, "
+                f"or try again later"
+            ) from None
+        except (
+            urllib.error.URLError,
+            http.client.HTTPException,
+            ConnectionError,
+            TimeoutError,
+            ssl.SSLError,
+        ) as exc:  # other OSErrors (disk full, permissions) are not retried
+            reason = getattr(exc, "reason", None) or exc
+            progressed = part.exists() and part.stat().st_size > before
+            failures = 0 if progressed else failures + 1
+            if failures > RETRIES:
+                raise TransferError(
+                    f"cannot download {url} ({reason}); check your network connection (or "
+                    f"--base-url), then run the same command again to resume"
+                ) from None
+            wait = RETRY_WAIT_S * 2 ** max(failures - 1, 0)
+            log.warning("%s: %s; retrying in %.0f s", url, reason, wait)
+            time.sleep(wait)
+
+
+def _sha1(path: Path, bar: tqdm | None = None) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+            if bar is not None:
+                bar.update(len(chunk))
+    return digest.hexdigest()
+
+
+def _move_aside(path: Path, final: Path, tag: str) -> Path:
+    bad = final.with_name(f"{final.name}.bad-{tag}")
+    os.replace(path, bad)
+    return bad
+
+
+def verify_archive(path: Path, final: Path, sha1: str | None, quiet: bool = False) -> None:
+    """Check ``path`` (the archive, maybe still ``.part``) against ``sha1``; move it aside if bad."""
+    if sha1 is None:
+        log.info("%s: no confirmed checksum; its CRCs are checked while extracting", final.name)
+        return
+    with _bar(path.stat().st_size, f"SHA1 {final.name}", quiet) as bar:
+        got = _sha1(path, bar)
+    if got != sha1:
+        bad = _move_aside(path, final, got[:8])
+        raise DownloadError(
+            f"{final.name}: SHA1 {got} does not match the published {sha1}; the file was moved "
+            f"to {bad} (delete it when done); run the same command again to download it afresh"
+        )
+
+
+# --- extraction -------------------------------------------------------------------------------
+
+
+def _members(zf: zipfile.ZipFile, zip_path: Path) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
+    """Files in the zip with their safe relative paths, the single top folder stripped."""
+    out = []
+    for info in zf.infolist():
+        name = info.filename.replace("\\", "/")
+        if info.is_dir() or name.startswith("__MACOSX/"):
+            continue
+        rel = PurePosixPath(name)
+        if rel.is_absolute() or ".." in rel.parts or ":" in rel.parts[0]:
+            raise DownloadError(f"{zip_path}: unsafe member path {name!r}; refusing to extract")
+        out.append((info, rel))
+    tops = {rel.parts[0] for _, rel in out}
+    if len(tops) == 1 and all(len(rel.parts) > 1 for _, rel in out):
+        out = [(info, PurePosixPath(*rel.parts[1:])) for info, rel in out]
+    return out
+
+
+def extract(zip_path: Path, tmp: Path, quiet: bool = False) -> None:
+    """Unpack ``zip_path`` into the fresh folder ``tmp``; a damaged zip is moved aside."""
+    shutil.rmtree(tmp, ignore_errors=True)  # left over from an interrupted run
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            members = _members(zf, zip_path)
+            size = sum(info.file_size for info, _ in members)
+            _check_space(zip_path.parent, size, f"extracting {zip_path.name}")
+            with _bar(size, f"extract {zip_path.name}", quiet) as bar:
+                for info, rel in members:
+                    target = tmp.joinpath(*rel.parts)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(info) as src, open(target, "wb") as dst:
+                        _copy(src, dst, bar)
+    except (zipfile.BadZipFile, EOFError) as exc:  # also a CRC mismatch while reading a member
+        shutil.rmtree(tmp, ignore_errors=True)
+        bad = _move_aside(zip_path, zip_path, "corrupt")
+        raise DownloadError(
+            f"{zip_path.name} is damaged ({exc}); it was moved to {bad}; run the same command "
+            f"again to download it afresh"
+        ) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _copy(src: BinaryIO, dst: BinaryIO, bar: tqdm) -> None:
+    while chunk := src.read(CHUNK):
+        dst.write(chunk)
+        bar.update(len(chunk))
+
+
+def _is_placeholder(path: Path) -> bool:
+    """Files a repository keeps in an empty data folder (``fma_meta/README.md``, ``.gitkeep``)."""
+    return path.name.startswith(".") or path.name.lower().startswith("readme")
+
+
+def is_complete(dest: Path) -> bool:
+    """True when ``dest`` holds more than placeholders: only a finished rename fills it."""
+    return dest.is_dir() and any(not _is_placeholder(p) for p in dest.iterdir())
+
+
+def _put_in_place(tmp: Path, dest: Path) -> None:
+    """Rename ``tmp`` to ``dest``, carrying over placeholders (the archive's copy wins)."""
+    if dest.exists():
+        for path in dest.iterdir():
+            if (tmp / path.name).exists():
+                log.info("%s: replaced by the archive's copy", path)
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            else:
+                os.replace(path, tmp / path.name)
+        dest.rmdir()
+    os.replace(tmp, dest)
+
+
+# --- per-file checksums -----------------------------------------------------------------------
+
+
+def _read_checksums(path: Path) -> list[tuple[str, str]]:
+    """``sha1sum`` lines (``<sha1>  <path>`` or ``<sha1> *<path>``) -> [(sha1, relpath)]."""
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        digest, _, rel = line.strip().partition(" ")
+        rel = rel.lstrip(" ").removeprefix("*").removeprefix("./")
+        if re.fullmatch(r"[0-9a-fA-F]{40}", digest) and rel:
+            entries.append((digest.lower(), rel))
+        elif line.strip():
+            log.warning("%s: skipping malformed line %r", path, line)
+    return entries
+
+
+def verify_checksums(root: Path, quiet: bool = False, label: str = "") -> ChecksumReport | None:
+    """Hash every file listed in ``root/checksums`` (threads); None if there is no such file."""
+    listing = root / "checksums"
+    if not listing.is_file():
+        return None
+    entries = _read_checksums(listing)
+    known = {audio_relpath(tid): tid for tid in KNOWN_BAD_TRACKS}
+
+    def sha1_or_none(rel: str) -> str | None:
+        path = root / rel
+        return _sha1(path) if path.is_file() else None
+
+    report = ChecksumReport(checked=len(entries))
+    pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
+    try:
+        with _bar(len(entries), f"check {label or root.name}", quiet, unit="file") as bar:
+            hashes = pool.map(sha1_or_none, [rel for _, rel in entries])
+            for (expected, rel), got in zip(entries, hashes, strict=True):
+                bar.update()
+                status = "ok" if got == expected else "missing" if got is None else "SHA1 mismatch"
+                if rel in known:
+                    report.known.append((known[rel], KNOWN_BAD_TRACKS[known[rel]], status))
+                elif status != "ok":
+                    report.bad.append((rel, status))
+    finally:  # on Ctrl-C, do not wait for the files still queued
+        pool.shutdown(cancel_futures=True)
+    return report
+
+
+def _print_report(dest: Path, zip_path: Path, report: ChecksumReport, quiet: bool) -> bool:
+    """Print the per-file outcome; False when files other than the known-bad ones failed."""
+    if report.known and not quiet:
+        items = [f"{t:06d} ({why}{'' if s == 'ok' else '; ' + s})" for t, why, s in report.known]
+        print(f"{dest}: known-bad tracks, skipped by the loaders: {', '.join(items)}")
+    if not report.bad:
+        if not quiet:
+            print(f"{dest}: all {report.checked} files match the archive's checksums file")
+        return True
+    for rel, status in report.bad[:MAX_LISTED]:
+        print(f"  {dest / rel}: {status}", file=sys.stderr)
+    if len(report.bad) > MAX_LISTED:
+        print(f"  ... and {len(report.bad) - MAX_LISTED} more", file=sys.stderr)
+    print(
+        f"genretag download: error: {dest}: {len(report.bad)} of {report.checked} files fail "
+        f"the archive's per-file SHA1 (listed above); {zip_path} is kept: delete {dest} and "
+        f"run the same command again to extract it again",
+        file=sys.stderr,
+    )
+    return False
+
+
+# --- orchestration ----------------------------------------------------------------------------
+
+
+def install_archive(
+    archive: Archive,
+    to: Path,
+    base_url: str | None = None,
+    keep_archive: bool = False,
+    quiet: bool = False,
+) -> bool:
+    """Download, verify and unpack one archive to ``to / archive.dest``; False if files failed."""
+    say: Callable[[str], None] = (lambda _: None) if quiet else print
+    dest = to / archive.dest
+    if is_complete(dest):
+        say(f"{dest} already exists; nothing to do (delete it to download it again)")
+        return True
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    zip_path = dest.parent / archive.filename
+    if zip_path.exists():
+        verify_archive(zip_path, zip_path, archive.sha1, quiet)
+    else:
+        url = archive.url if base_url is None else f"{base_url.rstrip('/')}/{archive.filename}"
+        part = zip_path.with_name(f"{zip_path.name}.part")
+        download(url, part, quiet)
+        verify_archive(part, zip_path, archive.sha1, quiet)
+        os.replace(part, zip_path)
+    tmp = dest.with_name(f".{dest.name}.partial")
+    extract(zip_path, tmp, quiet)
+    report = verify_checksums(tmp, quiet, dest.name)
+    _put_in_place(tmp, dest)
+    ok = report is None or _print_report(dest, zip_path, report, quiet)
+    if ok and not keep_archive:
+        zip_path.unlink()
+    say(f"{archive.filename} -> {dest}")
+    return ok
+
+
+def download_dataset(
+    name: str,
+    to: str | os.PathLike = ".",
+    base_url: str | None = None,
+    keep_archive: bool = False,
+    quiet: bool = False,
+) -> bool:
+    """Fetch every archive of ``DATASETS[name]`` under ``to``; False if per-file checks failed."""
+    if name not in DATASETS:
+        raise DownloadError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    results = [
+        install_archive(archive, Path(to), base_url, keep_archive, quiet)
+        for archive in DATASETS[name].archives
+    ]
+    return all(results)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line instead of usage + message
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``genretag download`` command line."""
+    rows = "\n".join(f"  {n:<14}{d.size:>9}  {d.summary}" for n, d in DATASETS.items())
+    parser = _Parser(
+        prog="genretag download",
+        description="Download an official dataset archive, verify it and unpack it.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"datasets (archive size; the folder created under --to):\n{rows}\n\n"
+        "An interrupted download resumes when the same command is run again. The archive and "
+        "its\nunpacked files must fit on the disk at the same time.\n\nExit status: 0 done; 1 "
+        "network or disk failure (run again to resume) or files failing\ntheir checksum; 2 bad "
+        "command line, HTTP error, bad archive or not enough space.",
+    )
+    parser.add_argument(
+        "dataset", choices=list(DATASETS), metavar="DATASET", help=f"one of: {', '.join(DATASETS)}"
+    )
+    parser.add_argument(
+        "--to",
+        default=".",
+        metavar="DIR",
+        help="folder that receives the dataset folder and the archive (default: .)",
+    )
+    parser.add_argument(
+        "--keep-archive",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="keep the .zip after a successful extraction (default: delete it)",
+    )
+    parser.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="download <URL>/<archive>.zip from a mirror instead of the official site",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars or progress messages; errors are still printed",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``genretag download``; returns the exit status (see the module docstring)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad command line (2)
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        ok = download_dataset(args.dataset, args.to, args.base_url, args.keep_archive, args.quiet)
+    except DownloadError as exc:
+        print(f"genretag download: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:  # disk full, permissions, ...: the message names the file
+        print(
+            f"genretag download: error: {exc}; fix this and run the same command again "
+            f"(downloads resume)",
+            file=sys.stderr,
+        )
+        return 1
+    except KeyboardInterrupt:
+        print(
+            "genretag download: interrupted; run the same command again to resume", file=sys.stderr
+        )
+        return 130
+    return 0 if ok else 1
