@@ -12,8 +12,10 @@ traceback.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
@@ -34,7 +36,8 @@ Other commands:
 """
 
 
-def _lightning(args: list[str]) -> None:
+def lightning_cli(args: list[str]):
+    """Run a Lightning command (fit/validate/test/predict); returns the finished LightningCLI."""
     from pytorch_lightning.cli import LightningCLI
 
     from genretag.data.datamodules import ClipDataModule
@@ -53,7 +56,7 @@ def _lightning(args: list[str]) -> None:
 
     import torch
 
-    GenretagCLI(
+    return GenretagCLI(
         TaggingTask,
         ClipDataModule,
         subclass_mode_data=True,
@@ -61,8 +64,19 @@ def _lightning(args: list[str]) -> None:
         trainer_defaults={"precision": "bf16-mixed" if torch.cuda.is_available() else "32-true"},
         args=args,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"parser_mode": "omegaconf"},
+        parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False},
     )
+
+
+def _one_line(error: argparse.ArgumentError) -> str:
+    """jsonargparse's nested report -> ``data.subset: Expected a ... Got value: tiny``."""
+    text = str(error)
+    keys = re.findall(r'Parser key "([^"]+)"', text)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    last = max((i for i, line in enumerate(lines) if line.startswith("Parser key")), default=None)
+    if last is None or last + 1 >= len(lines):
+        return lines[0] if lines else text
+    return f"{'.'.join(dict.fromkeys(keys))}: {lines[last + 1]}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,12 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command not in LIGHTNING_COMMANDS:
             print(f"genretag: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
             return 2
-        _lightning(args)
+        lightning_cli(args)
         return 0
-    except ConfigError as error:
+    except (ConfigError, argparse.ArgumentError) as error:
         if verbose:
             raise
-        print(f"genretag: error: {error}", file=sys.stderr)
+        message = _one_line(error) if isinstance(error, argparse.ArgumentError) else str(error)
+        print(f"genretag: error: {message} (--verbose for details)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("genretag: interrupted", file=sys.stderr)

@@ -12,6 +12,7 @@ batches (window probabilities are averaged per clip); optional ``weight`` (B,) l
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any, Literal
 
@@ -281,9 +282,10 @@ class TaggingTask(pl.LightningModule):
             if key == "channels":
                 mine, other = tuple(mine), tuple(other or ())
             if mine != other:
+                where = "--data.sample_rate" if key == "sample_rate" else f"--model.{key}"
                 raise ConfigError(
                     f"model.init_from: {path} has {key}={other!r} but this model has {key}={mine!r}; "
-                    f"set --model.{key} (or --data.{key}) to {other!r} to reuse its trunk"
+                    f"set {where} to {other!r} to reuse its trunk"
                 )
         trunk = {
             k[len("trunk.") :]: v
@@ -297,8 +299,9 @@ class TaggingTask(pl.LightningModule):
         frozen = self.current_epoch < self.hparams.freeze_trunk_epochs
         for p in self.trunk.parameters():
             p.requires_grad_(not frozen)
-        if frozen:
-            self.trunk.eval()  # keep BatchNorm statistics of the transferred trunk
+        # eval() while frozen keeps the BatchNorm statistics of the transferred trunk; train()
+        # after, or BatchNorm and dropout would stay in eval mode for the rest of the run.
+        self.trunk.train(not frozen)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         theirs = checkpoint.get("hyper_parameters", {}).get("labels")
@@ -336,7 +339,9 @@ def load_checkpoint(path: str) -> dict[str, Any]:
 def load_model(path: str, map_location: str | torch.device = "cpu") -> TaggingTask:
     """A trained TaggingTask from a checkpoint file alone, in eval mode."""
     checkpoint = load_checkpoint(path)
+    accepted = inspect.signature(TaggingTask.__init__).parameters
+    hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if k in accepted}
     # The transfer source (init_from) may be gone by now; the trained weights are all here.
-    model = TaggingTask(**{**checkpoint["hyper_parameters"], "init_from": None})
+    model = TaggingTask(**{**hparams, "init_from": None})
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(map_location).eval()
