@@ -104,3 +104,24 @@ def test_truncated_mp3_decodes_what_is_there(tmp_path: Path):
         assert str(path) in str(error)
     else:
         assert 0 < len(x) < 6 * 16_000 and np.isfinite(x).all()
+
+
+def test_mp3_read_in_many_chunks_equals_one_read_of_the_whole_file(tmp_path: Path, monkeypatch):
+    """Every chunk after the first is re-read from a pre-rolled seek: no glitch at the seams."""
+    path = tmp_path / "long.mp3"
+    sf.write(path, _music(12.0, 44_100, 2), 44_100, format="MP3")
+    with sf.SoundFile(path) as f:
+        whole = f.read(dtype="float32", always_2d=True).mean(axis=1, dtype=np.float32)
+    monkeypatch.setattr(audio, "CHUNK_SAMPLES", 2 * (5 * 1152 + 321))  # ~40 chunks
+    blocks = list(audio.stream(path, sr=44_100))
+    assert len(blocks) > 30
+    np.testing.assert_array_equal(np.concatenate(blocks), whole)
+    crop = audio.decode(path, sr=44_100, offset=4.321, duration=3.0)
+    start = round(4.321 * 44_100)
+    np.testing.assert_array_equal(crop, whole[start : start + len(crop)])
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 6])
+def test_downmix_is_bit_identical_to_the_channel_mean(channels: int):
+    block = np.random.default_rng(channels).standard_normal((10_001, channels)).astype(np.float32)
+    np.testing.assert_array_equal(audio.downmix(block), block.mean(axis=1, dtype=np.float32))
