@@ -36,13 +36,23 @@ class ClipPredictions(Metric):
         return dim_zero_cat(self.probs), dim_zero_cat(self.targets)
 
 
+def top_k(probs: Tensor, k: int = 3) -> Tensor:
+    """Class ids of the k highest scores per row, best first: (N, C) -> (N, min(k, C)).
+
+    Ties are ranked by class index (the lower index first) on every device; ``torch.topk``
+    gives no such guarantee (it returns tied indices in arbitrary order), so a stable sort.
+    """
+    order = torch.sort(probs, dim=1, descending=True, stable=True).indices
+    return order[:, : min(k, probs.shape[1])]
+
+
 def map_at_k(probs: Tensor, target: Tensor, k: int = 3) -> Tensor:
     """Mean average precision at k for one true label per clip (the DCASE 2018 Task 2 metric).
 
     probs (N, C), target (N,) class ids. A clip scores 1/rank when its label is among the top k,
-    else 0. Ties are ranked by class index (the lower index first), as ``torch.topk`` does on CPU.
+    else 0. Ties are ranked by class index (the lower index first), see :func:`top_k`.
     """
-    top = torch.topk(probs, k=min(k, probs.shape[1]), dim=1, sorted=True).indices  # (N, k)
+    top = top_k(probs, k)  # (N, k)
     hits = top == target.view(-1, 1)
     ranks = torch.arange(1, top.shape[1] + 1, device=probs.device, dtype=torch.float32)
     return (hits.float() / ranks).sum(dim=1).mean()

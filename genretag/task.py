@@ -297,11 +297,21 @@ class TaggingTask(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         frozen = self.current_epoch < self.hparams.freeze_trunk_epochs
-        for p in self.trunk.parameters():
-            p.requires_grad_(not frozen)
+        # Under DDP the gradient reducer was built for every parameter and fails on one that
+        # gets no gradient, so there the trunk keeps requires_grad and its gradients are
+        # dropped before each optimizer step instead (on_before_optimizer_step).
+        self._drop_trunk_grads = frozen and self.trainer.world_size > 1
+        if self.trainer.world_size == 1:
+            for p in self.trunk.parameters():
+                p.requires_grad_(not frozen)
         # eval() while frozen keeps the BatchNorm statistics of the transferred trunk; train()
         # after, or BatchNorm and dropout would stay in eval mode for the rest of the run.
         self.trunk.train(not frozen)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if getattr(self, "_drop_trunk_grads", False):
+            for p in self.trunk.parameters():
+                p.grad = None  # AdamW skips a parameter without a gradient (no decay either)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         theirs = checkpoint.get("hyper_parameters", {}).get("labels")

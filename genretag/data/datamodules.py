@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -16,7 +17,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from genretag.data import fma
+from genretag.data import fma, freesound
+from genretag.data.cache import DecodedCache
 from genretag.data.datasets import ClipList, EvalClips, PadMode, TrainClips, collate
 from genretag.errors import ConfigError
 
@@ -47,18 +49,47 @@ class ClipDataModule(pl.LightningDataModule):
         batch_size: int = 32,
         num_workers: int | None = None,
         pad_mode: PadMode = "zero",
-        prefetch_factor: int = 4,
+        prefetch_factor: int | None = None,
         pin_memory: bool = True,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.sample_rate = sample_rate
         self.window_seconds = window_seconds
         self.batch_size = batch_size
-        self.num_workers = default_workers() if num_workers is None else num_workers
+        self.requested_workers = num_workers
         self.pad_mode = pad_mode
         self.prefetch_factor = prefetch_factor
         self.pin_memory = pin_memory
+        self.cache = DecodedCache(cache_dir, sample_rate) if cache_dir else None
         self._clips: dict[str, ClipList] = {}
+
+    @property
+    def num_workers(self) -> int:
+        """Decoding processes per loader: as set, else this process's share of the cores.
+
+        Under DDP every rank on a node starts its own workers, so the default divides the
+        cores by the devices on the node (a trainer with 8 GPUs and 64 cores: 8 workers each).
+        """
+        if self.requested_workers is not None:
+            return self.requested_workers
+        trainer = getattr(self, "_trainer", None)
+        devices = max(1, int(getattr(trainer, "num_devices", 1) or 1)) if trainer else 1
+        return max(1, default_workers() // devices)
+
+    @num_workers.setter
+    def num_workers(self, value: int | None) -> None:
+        self.requested_workers = value
+
+    def prefetch(self, workers: int) -> int:
+        """Batches each of ``workers`` prepares ahead: as set, else ~8 in flight, 2 at least.
+
+        Enough to ride out a slow file on one worker; more only holds shared and pinned memory
+        (16 workers x 4 batches of 64 x 10 s would pin 2.6 GB and overflow a container's /dev/shm).
+        """
+        if self.prefetch_factor is not None:
+            return self.prefetch_factor
+        return max(2, -(-8 // workers))
 
     def clip_list(self, stage: Stage) -> ClipList:
         """The files, keys and targets of one stage (subclasses)."""
@@ -86,17 +117,19 @@ class ClipDataModule(pl.LightningDataModule):
             collate_fn=collate,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=workers > 0,
-            prefetch_factor=self.prefetch_factor if workers > 0 else None,
+            prefetch_factor=self.prefetch(workers) if workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:
         clips = TrainClips(
-            self._clips["train"], self.sample_rate, self.window_seconds, self.pad_mode
+            self._clips["train"], self.sample_rate, self.window_seconds, self.pad_mode, self.cache
         )
         return self._loader(clips, shuffle=True)
 
     def _eval_loader(self, stage: Stage) -> DataLoader:
-        clips = EvalClips(self._clips[stage], self.sample_rate, self.window_seconds, self.pad_mode)
+        clips = EvalClips(
+            self._clips[stage], self.sample_rate, self.window_seconds, self.pad_mode, self.cache
+        )
         return self._loader(clips, shuffle=False)
 
     def val_dataloader(self) -> DataLoader:
@@ -125,8 +158,9 @@ class FMADataModule(ClipDataModule):
         batch_size: int = 32,
         num_workers: int | None = None,
         pad_mode: PadMode = "zero",
-        prefetch_factor: int = 4,
+        prefetch_factor: int | None = None,
         pin_memory: bool = True,
+        cache_dir: str | None = None,
     ) -> None:
         """
         Args:
@@ -142,8 +176,12 @@ class FMADataModule(ClipDataModule):
             batch_size: clips per batch (evaluation batches hold every window of each clip).
             num_workers: decoding processes; default one per core.
             pad_mode: how clips shorter than a window are filled: zeros or repeats.
-            prefetch_factor: batches each worker prepares ahead.
+            prefetch_factor: batches each worker prepares ahead; default: 8 batches in flight
+                over all workers, at least 2 each (see ClipDataModule.prefetch).
             pin_memory: page-locked batches for fast, asynchronous copies to the GPU.
+            cache_dir: if set, each track is decoded once (first epoch, or `genretag prepare`)
+                into memory-mapped int16 files here, and crops are read from them; if None,
+                every epoch decodes from the audio files. See genretag.data.cache.
         """
         super().__init__(
             sample_rate,
@@ -153,15 +191,24 @@ class FMADataModule(ClipDataModule):
             pad_mode,
             prefetch_factor,
             pin_memory,
+            cache_dir,
         )
-        if demo_root is not None:
+        self.meta_dir, self.audio_dir, self.demo_root = Path(meta_dir), Path(audio_dir), demo_root
+        self.subset, self.label_mode, self.min_tracks = subset, labels, min_tracks
+
+    @cached_property
+    def index(self) -> fma.LabelledTracks:
+        """The subset's tracks, splits and targets, read on first use (not in __init__, so a bad
+        setting surfaces as one clear ConfigError when the CLI links the labels to the model)."""
+        if self.demo_root is not None:
             from genretag.data.demo import ensure_demo
 
-            meta, audio = ensure_demo(Path(demo_root))
-            meta_dir, audio_dir = str(meta), str(audio)
-        self.meta_dir, self.audio_dir, self.subset = Path(meta_dir), Path(audio_dir), subset
-        self.index = fma.label_tracks(meta_dir, subset, labels, min_tracks)
-        self.label_names = self.index.labels
+            self.meta_dir, self.audio_dir = ensure_demo(Path(self.demo_root))
+        return fma.label_tracks(self.meta_dir, self.subset, self.label_mode, self.min_tracks)
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.index.labels
 
     def clip_list(self, stage: Stage) -> ClipList:
         split = {"train": "training", "val": "validation", "test": "test"}[stage]
@@ -184,3 +231,121 @@ class FMADataModule(ClipDataModule):
                 len(missing), len(paths), split, self.audio_dir, missing[0],
             )  # fmt: skip
         return ClipList(paths=paths, keys=[str(int(t)) for t in ids], targets=targets)
+
+
+# -- FSDKaggle2018 -------------------------------------------------------------------------------
+class FreesoundDataModule(ClipDataModule):
+    """FSDKaggle2018 (41 classes, one label per clip): class-id targets (N,) int64.
+
+    Training: the training clips outside the validation split, filtered or weighted by their
+    ``manually_verified`` flag. Validation: a seeded, class-stratified share of the verified
+    training clips. Test: the scored test clips. Predict: the test clips (plus Kaggle's unscored
+    padding clips with ``predict_ignored``), in the CSV's order, for a Kaggle submission. The
+    layouts, the split and the missing-file policy are in genretag.data.freesound.
+    """
+
+    task = "multiclass"
+
+    def __init__(
+        self,
+        root: str = "data/FSDKaggle2018",
+        verified: Literal["all", "verified", "weighted"] = "all",
+        unverified_weight: float = 0.5,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        max_missing: float = freesound.MAX_MISSING,
+        predict_ignored: bool = False,
+        demo_root: str | None = None,
+        sample_rate: int = 16_000,
+        window_seconds: float = 3.0,
+        batch_size: int = 32,
+        num_workers: int | None = None,
+        pad_mode: PadMode = "loop",
+        prefetch_factor: int | None = None,
+        pin_memory: bool = True,
+        cache_dir: str | None = None,
+    ) -> None:
+        """
+        Args:
+            root: the FSDKaggle2018 folder, official layout (FSDKaggle2018.audio_train/,
+                FSDKaggle2018.meta/ ...) or Kaggle's (audio_train/, train.csv ...).
+            verified: training clips used: ``all``; ``verified`` (manually verified only); or
+                ``weighted`` (all, the unverified with loss weight ``unverified_weight``).
+            unverified_weight: loss weight of an unverified clip in ``weighted`` mode.
+            val_fraction: share of each class's verified training clips held out for validation.
+            seed: seed of the validation split (independent of seed_everything).
+            max_missing: the largest share of a split's listed audio files that may be absent
+                (they are left out with a warning); above it, or when all are absent, it is an
+                error (a wrong root or a half-extracted download).
+            predict_ignored: also predict Kaggle's unscored padding clips (usage Ignored), as a
+                complete Kaggle late submission needs all 9,400 rows.
+            demo_root: if set, a small synthetic FSD-shaped corpus (official layout) is written
+                there when missing and used instead of ``root``.
+            sample_rate: Hz the audio is resampled to (and the model runs at).
+            window_seconds: training crop and evaluation window length.
+            batch_size: clips per batch (evaluation batches hold every window of each clip).
+            num_workers: decoding processes; default one per core.
+            pad_mode: how clips shorter than a window are filled: ``loop`` (repeat) or ``zero``.
+            prefetch_factor: batches each worker prepares ahead; default: 8 batches in flight
+                over all workers, at least 2 each (see ClipDataModule.prefetch).
+            pin_memory: page-locked batches for fast, asynchronous copies to the GPU.
+            cache_dir: if set, each clip is decoded once into memory-mapped int16 files here
+                (see genretag.data.cache); if None, every epoch decodes the WAVs.
+        """
+        super().__init__(
+            sample_rate,
+            window_seconds,
+            batch_size,
+            num_workers,
+            pad_mode,
+            prefetch_factor,
+            pin_memory,
+            cache_dir,
+        )
+        self.root, self.demo_root = Path(demo_root or root), demo_root
+        self.verified, self.unverified_weight = verified, unverified_weight
+        self.val_fraction, self.seed, self.max_missing = val_fraction, seed, max_missing
+        self.predict_ignored = predict_ignored
+
+    @cached_property
+    def index(self) -> freesound.FSDIndex:
+        """The corpus's clips and splits, read on first use (not in __init__, so a bad setting
+        surfaces as one clear ConfigError rather than inside LightningCLI's instantiation)."""
+        if not 0.0 <= self.unverified_weight <= 1.0:
+            raise ConfigError(f"data.unverified_weight: {self.unverified_weight} must be in [0, 1]")
+        if self.demo_root is not None and not self.root.is_dir():
+            log.info("writing a synthetic FSDKaggle2018-shaped demo corpus to %s", self.root)
+            freesound.synthesize(
+                self.root, train_per_class=12, verified_per_class=8, test_per_class=4
+            )
+        return freesound.load(self.root, self.val_fraction, self.seed, self.max_missing)
+
+    @property
+    def label_names(self) -> list[str]:
+        """The 41 classes, sorted (reading the corpus first, so a wrong root fails early)."""
+        _ = self.index
+        return list(freesound.CLASSES)
+
+    def clip_list(self, stage: Stage | Literal["predict"]) -> ClipList:
+        paths, keys, targets, weights = self.index.clips(
+            stage, self.verified, self.unverified_weight, with_unscored=self.predict_ignored
+        )
+        if not paths:
+            mode = f" (data.verified={self.verified})" if stage == "train" else ""
+            raise ConfigError(f"data.root: no {stage} clips{mode} in {self.root}")
+        return ClipList(paths=paths, keys=keys, targets=targets, weights=weights)
+
+    def setup(self, stage: str) -> None:
+        if stage == "test" and not self.index.layout.test_labelled:
+            raise ConfigError(
+                f"data.root: {self.root} has no test labels (only "
+                f"{self.index.layout.test_csv.name}); `test` needs test_post_competition.csv "
+                f"there (`predict` works without it)"
+            )
+        if stage != "predict":
+            super().setup(stage)
+        elif "predict" not in self._clips:
+            self._clips["predict"] = self.clip_list("predict")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("predict")  # type: ignore[arg-type]

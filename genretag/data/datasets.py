@@ -2,20 +2,24 @@
 
 Items are decoded on DataLoader workers through genretag.data.audio. A file that cannot be
 decoded gives ``{"bad": (path, reason)}`` instead of raising: :func:`collate` drops it from the
-batch and passes it on, and the LightningModule logs each bad file once and counts them.
+batch and passes it on, and the LightningModule logs each bad file once and counts them. With a
+:class:`~genretag.data.cache.DecodedCache`, items come from decoded copies (made on first use).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from genretag.data import audio
+
+if TYPE_CHECKING:
+    from genretag.data.cache import DecodedCache
 
 PadMode = Literal["zero", "loop"]
 
@@ -66,7 +70,12 @@ class TrainClips(Dataset):
     """Random crops of ``seconds`` from each clip: item audio (T,), T = seconds * sample_rate."""
 
     def __init__(
-        self, clips: ClipList, sample_rate: int, seconds: float, pad_mode: PadMode = "zero"
+        self,
+        clips: ClipList,
+        sample_rate: int,
+        seconds: float,
+        pad_mode: PadMode = "zero",
+        cache: DecodedCache | None = None,
     ) -> None:
         self.clips, self.sample_rate, self.seconds, self.pad_mode = (
             clips,
@@ -75,6 +84,7 @@ class TrainClips(Dataset):
             pad_mode,
         )
         self.length = round(seconds * sample_rate)
+        self.cache = cache
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -83,7 +93,10 @@ class TrainClips(Dataset):
         path = self.clips.paths[index]
         position = float(torch.rand(()))  # seeded per worker by the DataLoader
         try:
-            x = audio.random_crop(path, self.sample_rate, self.seconds, position)
+            if self.cache is not None:
+                x = self.cache.random_crop(path, self.seconds, position)
+            else:
+                x = audio.random_crop(path, self.sample_rate, self.seconds, position)
         except audio.AudioDecodeError as error:
             return {"bad": (error.path, error.reason)}
         return self.clips.item(index, fit_length(x, self.length, self.pad_mode))
@@ -93,10 +106,16 @@ class EvalClips(Dataset):
     """Whole clips cut into windows of ``seconds``: item audio (W, T)."""
 
     def __init__(
-        self, clips: ClipList, sample_rate: int, seconds: float, pad_mode: PadMode = "zero"
+        self,
+        clips: ClipList,
+        sample_rate: int,
+        seconds: float,
+        pad_mode: PadMode = "zero",
+        cache: DecodedCache | None = None,
     ) -> None:
         self.clips, self.sample_rate, self.pad_mode = clips, sample_rate, pad_mode
         self.length = round(seconds * sample_rate)
+        self.cache = cache
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -104,7 +123,10 @@ class EvalClips(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.clips.paths[index]
         try:
-            x = audio.decode(path, self.sample_rate)
+            if self.cache is not None:
+                x = self.cache.decode(path)
+            else:
+                x = audio.decode(path, self.sample_rate)
         except audio.AudioDecodeError as error:
             return {"bad": (error.path, error.reason)}
         return self.clips.item(index, windows(x, self.length, self.pad_mode))
@@ -129,8 +151,8 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         counts = torch.tensor([len(a) for a in audio_items])
         batch["audio"] = torch.cat(audio_items)
         batch["clip"] = torch.repeat_interleave(torch.arange(len(good)), counts)
-    else:
-        batch["audio"] = torch.stack(audio_items)
+    else:  # default_collate stacks straight into shared memory on a worker: no extra copy
+        batch["audio"] = default_collate(audio_items)
     batch["target"] = torch.stack([it["target"] for it in good])
     if "weight" in good[0]:
         batch["weight"] = torch.stack([it["weight"] for it in good])
