@@ -1,0 +1,161 @@
+"""Decode speed per core: random 3 s / 10 s crops and whole clips from FMA-format MP3s.
+
+    python benchmarks/decode.py [--quick] [--seconds 30] [--min-time 2]
+
+Files as FMA has them: 30 s, 44.1 kHz stereo, 320 kbit/s CBR, ID3v2 tag with a cover picture;
+also 48 kHz stereo and 44.1 kHz mono. Every item is decoded, downmixed to mono and resampled to
+16 kHz. In the same run, the obvious alternative: ``librosa.load(path, sr=16000, mono=True)`` of
+the whole file, then slicing (so one librosa "crop" costs one whole-file load), and the crop
+through FFmpeg (PyAV, the decoder's fallback path) instead of libsndfile.
+
+Rates are per core: items per second of this process's CPU time (single-threaded work), so they
+hold on a busy machine; wall-clock rates are reported beside them. Prints one JSON object, then
+a one-line summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from _corpus import write_fma_mp3  # benchmarks/ is on the path when run as a script
+
+from genretag.data import audio
+
+SR = 16_000
+FORMATS = {  # name -> (native rate, channels)
+    "44k_stereo": (44_100, 2),
+    "48k_stereo": (48_000, 2),
+    "44k_mono": (44_100, 1),
+}
+
+
+def rate(fn: Callable[[int], object], min_time: float, min_calls: int = 3) -> dict[str, float]:
+    """Call ``fn(i)`` until ``min_time`` s of CPU have passed: calls per CPU second and wall."""
+    fn(0)  # warm up: imports, filter design, file into the page cache
+    calls, cpu0, wall0 = 0, time.process_time(), time.perf_counter()
+    while calls < min_calls or time.process_time() - cpu0 < min_time:
+        fn(calls + 1)
+        calls += 1
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    return {"per_core_per_s": round(calls / cpu, 1), "wall_per_s": round(calls / wall, 1)}
+
+
+def librosa_crop(path: Path, seconds: float | None, position: float) -> np.ndarray:
+    """The reference: load the whole file with librosa (16 kHz mono), then slice the crop."""
+    import librosa
+
+    x, _ = librosa.load(path, sr=SR, mono=True)
+    if seconds is None:
+        return x
+    length = round(seconds * SR)
+    start = round(position * max(0, len(x) - length))
+    return x[start : start + length]
+
+
+def ffmpeg_crop(path: Path, seconds: float, position: float) -> np.ndarray:
+    """The same crop through the decoder's PyAV (FFmpeg) source instead of libsndfile."""
+    source = audio._open_av(Path(path), "")  # the fallback path, forced for comparison
+    try:
+        count = round(seconds * source.sample_rate)
+        start = round(position * max(0, source.frames - count))
+        blocks = audio._resampled(source, path, SR, start, count)
+        return np.concatenate(list(blocks))[: round(seconds * SR)]
+    finally:
+        source.close()
+
+
+def exactness(path: Path, offsets: tuple[float, ...] = (0.5, 3.3, 7.77)) -> dict[str, float]:
+    """Crops at the native rate vs the same span of the whole decode (must be 0: sample-exact),
+    and the whole 16 kHz decode vs librosa's (same libsndfile samples, mean, soxr HQ)."""
+    native = audio.info(path).sample_rate
+    full = audio.decode(path, native)
+    worst = 0.0
+    for offset in offsets:
+        crop = audio.decode(path, native, offset, 1.5)
+        start = round(offset * native)
+        worst = max(worst, float(np.abs(crop - full[start : start + len(crop)]).max()))
+    ours, reference = audio.decode(path, SR), librosa_crop(path, None, 0.0)
+    n = min(len(ours), len(reference))
+    return {
+        "native_crop_vs_full_max_abs": worst,
+        "full_16k_vs_librosa_max_abs": float(np.abs(ours[:n] - reference[:n]).max()),
+        "full_16k_vs_librosa_length_diff": len(ours) - len(reference),
+    }
+
+
+def measure(files: list[Path], min_time: float, with_ffmpeg: bool) -> dict:
+    """Every figure for one format: crops, whole clips, the librosa reference, exactness."""
+    positions = np.random.default_rng(0).random(100_000)
+
+    def pick(i: int) -> tuple[Path, float]:
+        return files[i % len(files)], float(positions[i % len(positions)])
+
+    figures: dict = {"bytes": files[0].stat().st_size}
+    for crop in (3.0, 10.0):
+        figures[f"crop_{crop:g}s"] = rate(
+            lambda i, c=crop: audio.random_crop(pick(i)[0], SR, c, pick(i)[1]), min_time
+        )
+    figures["full_clip"] = rate(lambda i: audio.decode(pick(i)[0], SR), min_time)
+    figures["librosa_full_load"] = rate(
+        lambda i: librosa_crop(pick(i)[0], 10.0, pick(i)[1]), min_time
+    )
+    if with_ffmpeg:
+        figures["ffmpeg_crop_10s"] = rate(
+            lambda i: ffmpeg_crop(pick(i)[0], 10.0, pick(i)[1]), min_time
+        )
+    reference = figures["librosa_full_load"]["per_core_per_s"]
+    for name in ("crop_10s", "full_clip"):
+        figures[f"{name}_vs_librosa"] = round(figures[name]["per_core_per_s"] / reference, 2)
+    figures["check"] = exactness(files[0])
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="short files, ~0.2 s per figure")
+    parser.add_argument("--seconds", type=float, default=None, help="file length (default 30)")
+    parser.add_argument("--min-time", type=float, default=None, help="CPU seconds per figure")
+    args = parser.parse_args()
+    seconds = args.seconds or (12.0 if args.quick else 30.0)
+    min_time = args.min_time or (0.2 if args.quick else 2.0)
+    result: dict = {
+        "benchmark": "decode",
+        "quick": args.quick,
+        "file_seconds": seconds,
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "formats": {},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (native, channels) in FORMATS.items():
+            files = [
+                write_fma_mp3(Path(tmp) / f"{name}_{i}.mp3", seconds, native, channels, seed=i)
+                for i in range(2 if args.quick else 4)
+            ]
+            result["formats"][name] = measure(files, min_time, with_ffmpeg=name == "44k_stereo")
+    m = result["formats"]["44k_stereo"]
+    result["targets"] = {
+        "crop_10s_per_core_per_s": {"target": 70, "measured": m["crop_10s"]["per_core_per_s"]},
+        "crop_10s_vs_librosa": {"target": 2.0, "measured": m["crop_10s_vs_librosa"]},
+    }
+    print(json.dumps(result))
+    print(
+        f"# decode 44.1 kHz stereo MP3 ({seconds:g} s), per core: 10 s crops "
+        f"{m['crop_10s']['per_core_per_s']}/s, 3 s crops {m['crop_3s']['per_core_per_s']}/s, "
+        f"whole clips {m['full_clip']['per_core_per_s']}/s; librosa full load "
+        f"{m['librosa_full_load']['per_core_per_s']}/s -> 10 s crops x{m['crop_10s_vs_librosa']}",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()
