@@ -20,11 +20,11 @@ import numpy as np
 
 from genretag.data import fma
 
-# Two real rows of FMA's tracks.csv (first two records of fma_metadata/tracks.csv), header included.
+# FMA's 3-row header, then a row shaped like the real file's first record (quotes, commas, newlines).
 HEADER = [
-    ",album,album,album,album,album,album,album,album,album,album,album,album,album,artist,artist,artist,artist,artist,artist,artist,artist,artist,artist,artist,artist,artist,artist,artist,artist,artist,set,set,track,track,track,track,track,track,track,track,track,track,track,track,track,track,track,track,track,track,track,track",
-    ",comments,date_created,date_released,engineer,favorites,id,information,listens,producer,tags,title,tracks,type,active_year_begin,active_year_end,associated_labels,bio,comments,date_created,favorites,id,latitude,location,longitude,members,name,related_projects,tags,website,wikipedia_page,split,subset,bit_rate,comments,composer,date_created,date_recorded,duration,favorites,genre_top,genres,genres_all,information,interest,language_code,license,listens,lyricist,number,publisher,tags,title",
-    "track_id" + "," * 52,
+    "," + ",".join(top for top, _ in fma.TRACKS_CSV_COLUMNS),
+    "," + ",".join(sub for _, sub in fma.TRACKS_CSV_COLUMNS),
+    "track_id" + "," * len(fma.TRACKS_CSV_COLUMNS),
 ]
 ROW = (
     '0,2008-11-26 01:44:45,2009-01-05 00:00:00,,4,1,<p></p>,6073,,[],"AWOL - A Way Of Life, ""Vol. 1""",7,Album,'

@@ -40,6 +40,8 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
+from genretag.data import fma
+
 try:
     import fcntl
 except ImportError:  # Windows: no lock; the renames still keep a half-written corpus hidden
@@ -54,19 +56,7 @@ N = int(SR * CLIP_SECONDS)
 SINGLE_PER_ROOT = 15  # one-root tracks per root (plan() holds out positions 4, 8, 10 or 14)
 PER_PAIR = 3  # two-root tracks per neighbouring pair of roots in ROOTS (8 pairs)
 
-# FMA's tracks.csv columns in the real order: top level -> second level.
-_HEADER = {
-    "album": "comments date_created date_released engineer favorites id information listens "
-    "producer tags title tracks type",
-    "artist": "active_year_begin active_year_end associated_labels bio comments date_created "
-    "favorites id latitude location longitude members name related_projects tags website "
-    "wikipedia_page",
-    "set": "split subset",
-    "track": "bit_rate comments composer date_created date_recorded duration favorites genre_top "
-    "genres genres_all information interest language_code license listens lyricist number "
-    "publisher tags title",
-}
-COLUMNS = [(top, sub) for top, subs in _HEADER.items() for sub in subs.split()]
+COLUMNS = fma.TRACKS_CSV_COLUMNS  # FMA's tracks.csv columns in the real order
 
 # ---------------------------------------------------------------------------- genre styles
 
@@ -624,7 +614,7 @@ def tracks_table(tracks: list[DemoTrack], seed: int = 0) -> pd.DataFrame:
 
 def _mp3_path(audio_dir: Path, track_id: int) -> Path:
     """FMA's layout: ``audio_dir/AAA/AAAAAA.mp3`` with AAA = track_id // 1000."""
-    return audio_dir / f"{track_id // 1000:03d}" / f"{track_id:06d}.mp3"
+    return audio_dir / fma.audio_relpath(track_id)
 
 
 def _write_mp3(audio_dir: Path, seed: int, track: DemoTrack) -> None:
