@@ -71,7 +71,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", type=int, default=106_574)
+    parser.add_argument("--quick", action="store_true", help="2,000 rows (a CI smoke run)")
     args = parser.parse_args()
+    if args.quick:
+        args.rows = 2_000
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "tracks.csv"
         write_tracks_csv(path, args.rows)
@@ -84,6 +87,7 @@ def main() -> None:
         assert len(cold) == len(warm) == args.rows
         result = {
             "benchmark": "metadata",
+            "quick": args.quick,
             "rows": args.rows,
             "file_mb": round(path.stat().st_size / 2**20, 1),
             "cold_s": round(cold_s, 3),

@@ -21,6 +21,7 @@ EXPECTED = {
     "frontend": ("devices", "max_abs_error_db_vs_librosa"),
     "step": ("variants", "best"),
     "fit": ("runs", "cached_epoch_speedup"),
+    "metadata": ("rows", "cold_s", "cached_s"),
 }
 
 
