@@ -66,70 +66,58 @@ def windows(x: np.ndarray, length: int, mode: PadMode = "zero") -> np.ndarray:
     return np.stack([x[s : s + length] for s in starts])
 
 
-class TrainClips(Dataset):
+class _Clips(Dataset):
+    """Clips of a ClipList decoded on demand (from the cache when there is one)."""
+
+    def __init__(
+        self,
+        clips: ClipList,
+        sample_rate: int,
+        seconds: float,
+        pad_mode: PadMode = "zero",
+        cache: DecodedCache | None = None,
+    ) -> None:
+        self.clips, self.sample_rate, self.seconds = clips, sample_rate, seconds
+        self.pad_mode, self.cache = pad_mode, cache
+        self.length = round(seconds * sample_rate)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def load(self, path: str) -> np.ndarray:
+        """The item's audio, (T,) or (W, T); raises AudioDecodeError."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        try:
+            x = self.load(self.clips.paths[index])
+        except audio.AudioDecodeError as error:
+            return {"bad": (error.path, error.reason)}
+        return self.clips.item(index, x)
+
+
+class TrainClips(_Clips):
     """Random crops of ``seconds`` from each clip: item audio (T,), T = seconds * sample_rate."""
 
-    def __init__(
-        self,
-        clips: ClipList,
-        sample_rate: int,
-        seconds: float,
-        pad_mode: PadMode = "zero",
-        cache: DecodedCache | None = None,
-    ) -> None:
-        self.clips, self.sample_rate, self.seconds, self.pad_mode = (
-            clips,
-            sample_rate,
-            seconds,
-            pad_mode,
-        )
-        self.length = round(seconds * sample_rate)
-        self.cache = cache
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        path = self.clips.paths[index]
+    def load(self, path: str) -> np.ndarray:
         position = float(torch.rand(()))  # seeded per worker by the DataLoader
-        try:
-            if self.cache is not None:
-                x = self.cache.random_crop(path, self.seconds, position)
-            else:
-                x = audio.random_crop(path, self.sample_rate, self.seconds, position)
-        except audio.AudioDecodeError as error:
-            return {"bad": (error.path, error.reason)}
-        return self.clips.item(index, fit_length(x, self.length, self.pad_mode))
+        if self.cache is not None:
+            x = self.cache.random_crop(path, self.seconds, position)
+        else:
+            x = audio.random_crop(path, self.sample_rate, self.seconds, position)
+        return fit_length(x, self.length, self.pad_mode)
 
 
-class EvalClips(Dataset):
+class EvalClips(_Clips):
     """Whole clips cut into windows of ``seconds``: item audio (W, T)."""
 
-    def __init__(
-        self,
-        clips: ClipList,
-        sample_rate: int,
-        seconds: float,
-        pad_mode: PadMode = "zero",
-        cache: DecodedCache | None = None,
-    ) -> None:
-        self.clips, self.sample_rate, self.pad_mode = clips, sample_rate, pad_mode
-        self.length = round(seconds * sample_rate)
-        self.cache = cache
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        path = self.clips.paths[index]
-        try:
-            if self.cache is not None:
-                x = self.cache.decode(path)
-            else:
-                x = audio.decode(path, self.sample_rate)
-        except audio.AudioDecodeError as error:
-            return {"bad": (error.path, error.reason)}
-        return self.clips.item(index, windows(x, self.length, self.pad_mode))
+    def load(self, path: str) -> np.ndarray:
+        x = (
+            self.cache.decode(path)
+            if self.cache is not None
+            else audio.decode(path, self.sample_rate)
+        )
+        return windows(x, self.length, self.pad_mode)
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
