@@ -25,7 +25,9 @@ def _music(seconds: float, sr: int, channels: int, seed: int = 0) -> np.ndarray:
     [(44_100, 2, "MP3", "mp3"), (48_000, 1, "MP3", "mp3"), (22_050, 2, "MP3", "mp3"),
      (44_100, 2, "FLAC", "flac"), (32_000, 1, "OGG", "ogg"), (8_000, 2, "WAV", "wav")],
 )  # fmt: skip
-def test_crops_equal_the_same_span_of_a_full_decode(tmp_path: Path, sr: int, channels: int, fmt: str, ext: str):
+def test_crops_equal_the_same_span_of_a_full_decode(
+    tmp_path: Path, sr: int, channels: int, fmt: str, ext: str
+):
     path = tmp_path / f"clip.{ext}"
     sf.write(path, _music(12.0, sr, channels), sr, format=fmt)
     full = audio.decode(path, sr=sr)  # native rate: no resampling in the comparison
@@ -34,7 +36,9 @@ def test_crops_equal_the_same_span_of_a_full_decode(tmp_path: Path, sr: int, cha
         crop = audio.decode(path, sr=sr, offset=offset, duration=1.5)
         start = round(offset * sr)
         assert len(crop) == round(1.5 * sr)
-        np.testing.assert_allclose(crop, full[start : start + len(crop)], atol=1e-6, err_msg=f"offset {offset}")
+        np.testing.assert_allclose(
+            crop, full[start : start + len(crop)], atol=1e-6, err_msg=f"offset {offset}"
+        )
 
 
 def test_resampled_crop_matches_full_decode_away_from_edges(tmp_path: Path):
@@ -65,7 +69,9 @@ def test_pyav_fallback_reads_what_libsndfile_cannot(tmp_path: Path):
     x = _music(3.0, sr, 2)
     with av.open(str(path), "w") as out:
         stream = out.add_stream("aac", rate=sr, layout="stereo")
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x.T), format="fltp", layout="stereo")
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(x.T), format="fltp", layout="stereo"
+        )
         frame.sample_rate = sr
         for packet in stream.encode(frame):
             out.mux(packet)
@@ -84,7 +90,9 @@ def test_pyav_fallback_reads_what_libsndfile_cannot(tmp_path: Path):
     [("missing.mp3", None, "no such file"), ("empty.mp3", b"", "empty file"),
      ("text.flac", b"this is not audio\n" * 50, "unreadable"), ("noise.ogg", bytes(range(256)) * 40, "unreadable")],
 )  # fmt: skip
-def test_bad_files_raise_one_error_naming_the_file(tmp_path: Path, name: str, content: bytes | None, reason: str):
+def test_bad_files_raise_one_error_naming_the_file(
+    tmp_path: Path, name: str, content: bytes | None, reason: str
+):
     path = tmp_path / name
     if content is not None:
         path.write_bytes(content)

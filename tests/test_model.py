@@ -54,7 +54,9 @@ def test_specaugment_masks_only_in_training():
 
 
 def test_model_outputs_logits_and_evaluation_averages_window_probabilities():
-    model = TaggingTask(labels=["a", "b", "c"], channels=(4, 8, 8, 8), gru_hidden=8, gru_layers=1).eval()
+    model = TaggingTask(
+        labels=["a", "b", "c"], channels=(4, 8, 8, 8), gru_hidden=8, gru_layers=1
+    ).eval()
     audio = torch.randn(5, 16_000)
     with torch.no_grad():
         model.head[1].bias.fill_(3.0)
