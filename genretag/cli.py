@@ -7,18 +7,25 @@
 
 A mistake the user can fix (a missing folder, a wrong setting, a checkpoint that does not fit)
 is reported as one line naming the setting or path, with exit code 2; ``--verbose`` adds the
-traceback.
+traceback. A full disk is one line too, with exit code 1. ``--ckpt_path last`` resumes from the
+newest last.ckpt of the earlier runs (genretag.checkpointing), which are written atomically.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import re
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
+# A write failed for want of space (or a file-size limit): one line and exit code 1, as a
+# traceback tells nothing more; the checkpoint writer and the tag writers keep earlier output.
+DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 # Commands that are not Lightning's, and the module whose main(argv) -> int runs each.
 OWN_COMMANDS = {
     "tag": ("genretag.tagging", "tag a music library with a trained checkpoint"),
@@ -38,10 +45,13 @@ Other commands:
 
 def lightning_cli(args: list[str]):
     """Run a Lightning command (fit/validate/test/predict); returns the finished LightningCLI."""
-    from pytorch_lightning.cli import LightningCLI
+    from pytorch_lightning import Trainer
+    from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 
+    from genretag.checkpointing import RandomState, resolve_last, use_atomic_checkpoints
     from genretag.data.datamodules import ClipDataModule
-    from genretag.task import TaggingTask
+    from genretag.errors import ConfigError
+    from genretag.task import TaggingTask, load_checkpoint
 
     class GenretagCLI(LightningCLI):
         def add_arguments_to_parser(self, parser) -> None:
@@ -54,14 +64,47 @@ def lightning_cli(args: list[str]):
             ]:
                 parser.link_arguments(source, target, apply_on="instantiate")
 
+        def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+            trainer = super().instantiate_trainer(**kwargs)
+            use_atomic_checkpoints(trainer)  # a kill or a full disk never leaves half a .ckpt
+            return trainer
+
+        def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+            """A ``--ckpt_path`` file must be a genretag checkpoint (Lightning loads it next)."""
+            super().parse_arguments(parser, args)
+            subcommand = self.config.get("subcommand")
+            ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            if ckpt_path not in (None, "last", "best", "hpc") and "://" not in str(ckpt_path):
+                try:
+                    load_checkpoint(str(ckpt_path))
+                except ConfigError as error:
+                    raise ConfigError(
+                        f"--ckpt_path: {error}; pass a .ckpt written by `genretag fit` "
+                        f"(lightning_logs/version_N/checkpoints/)"
+                    ) from None
+
+        def _resolve_last(self) -> None:
+            """``--ckpt_path last``: the newest last.ckpt of any earlier run (each run logs to a
+            new version_N folder, and Lightning alone looks only in the new one)."""
+            config = self.config_init[self.subcommand]
+            if config.get("ckpt_path") == "last":
+                config["ckpt_path"] = resolve_last(self.trainer)
+
+        before_fit = before_validate = before_test = before_predict = _resolve_last
+
     import torch
 
+    # `args` is sys.argv[1:] less --verbose: not a mistake to warn the user about on every run
+    warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended", UserWarning)
     return GenretagCLI(
         TaggingTask,
         ClipDataModule,
         subclass_mode_data=True,
-        # bf16 mixed precision where a GPU is present (the front-end stays fp32 inside the model)
-        trainer_defaults={"precision": "bf16-mixed" if torch.cuda.is_available() else "32-true"},
+        trainer_defaults={
+            # bf16 mixed precision where a GPU is present (the front-end stays fp32 in the model)
+            "precision": "bf16-mixed" if torch.cuda.is_available() else "32-true",
+            "callbacks": [RandomState()],  # always on: a resumed run continues the same draws
+        },
         args=args,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False},
@@ -106,6 +149,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = _one_line(error) if isinstance(error, argparse.ArgumentError) else str(error)
         print(f"genretag: error: {message} (--verbose for details)", file=sys.stderr)
         return 2
+    except OSError as error:
+        if error.errno not in DISK_FULL or verbose:
+            raise
+        message = error.strerror or str(error)
+        if error.filename:
+            message += f": {error.filename}"
+        hint = "; free some space and re-run with --ckpt_path last" if command == "fit" else ""
+        print(f"genretag: error: {message}{hint}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("genretag: interrupted", file=sys.stderr)
         return 130
