@@ -190,6 +190,7 @@ class _Appender:
 
     def __init__(self, path: Path, header: str | None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.failed = path, False
         self.handle = open(path, "ab")  # noqa: SIM115 (closed by close())
         _trim_partial(path)
         if header and os.fstat(self.handle.fileno()).st_size == 0:
@@ -197,12 +198,24 @@ class _Appender:
 
     def write(self, lines: Sequence[str]) -> None:
         if lines:
-            self.handle.write("".join(lines).encode("utf-8", "surrogateescape"))
-            self.handle.flush()
-            os.fsync(self.handle.fileno())
+            try:
+                self.handle.write("".join(lines).encode("utf-8", "surrogateescape"))
+                self.handle.flush()
+                os.fsync(self.handle.fileno())
+            except OSError as error:  # a full disk: name the file (the CLI prints one line)
+                self.failed = True
+                raise OSError(
+                    error.errno,
+                    f"could not write {self.path} ({error.strerror}); the lines before are kept, "
+                    f"run the same command again when there is room",
+                ) from error
 
     def close(self) -> None:
-        self.handle.close()
+        try:
+            self.handle.close()
+        except OSError:
+            if not self.failed:  # else: the rest of the failed write, reported already
+                raise
 
 
 def _lock(path: Path, what: Path) -> io.TextIOWrapper:

@@ -127,7 +127,10 @@ def _parse_tracks(path: Path) -> pd.DataFrame:
         )
     missing = [f"{a}.{b}" for a, b in TRACK_COLUMNS if (a, b) not in header.columns]
     if missing:
-        raise ConfigError(f"{path}: missing columns {', '.join(missing)}; is it FMA's tracks.csv?")
+        raise ConfigError(
+            f"{path}: missing columns {', '.join(missing)}; use FMA's tracks.csv from "
+            f"fma_metadata.zip unchanged (`python -m genretag download fma_metadata`)"
+        )
     # Read only the columns we need (pandas cannot combine usecols with a 2-level header, so skip
     # the 3 header rows, already checked above, and address columns by position).
     position = {short: header.columns.get_loc(c) + 1 for c, short in TRACK_COLUMNS.items()}
