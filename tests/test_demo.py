@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from genretag.data import demo
+from genretag.data import demo, demo_music
 from genretag.data.audio import decode
 
 # The first three lines of FMA's real fma_metadata/tracks.csv, byte for byte.
@@ -166,9 +166,9 @@ def test_every_track_has_a_44k_stereo_mp3_that_decodes(corpus, tracks, decoded):
     for track_id in tracks.index:
         info = sf.info(_mp3(audio_dir, track_id))
         assert (info.samplerate, info.channels) == (44_100, 2)
-        assert info.duration == pytest.approx(demo.CLIP_SECONDS, abs=0.05)
+        assert info.duration == pytest.approx(demo_music.CLIP_SECONDS, abs=0.05)
         length, rms, _ = decoded[track_id]
-        assert length == pytest.approx(16_000 * demo.CLIP_SECONDS, abs=100)
+        assert length == pytest.approx(16_000 * demo_music.CLIP_SECONDS, abs=100)
         assert 0.01 < rms < 0.5
 
 
@@ -231,7 +231,7 @@ def _tiny_plan(seed: int = 0) -> list[demo.DemoTrack]:
 CONCURRENT = """
 import sys, time
 from pathlib import Path
-from genretag.data import demo
+from genretag.data import demo, demo_music
 
 root, log, go = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 full_plan, synthesize = demo.plan, demo._synthesize
