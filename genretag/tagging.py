@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from genretag import tagwrite
 from genretag.data import audio
 from genretag.errors import ConfigError
+from genretag.system import available_cores
 from genretag.tagwrite import Outputs, Table, file_key, sibling
 
 log = logging.getLogger(__name__)
@@ -491,11 +492,7 @@ def cpu_threads(workers: int) -> int:
     """
     if os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()
-    return max(1, _cores() - workers)
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, available_cores() - workers)
 
 
 def _ranks() -> tuple[int, int]:
@@ -520,7 +517,11 @@ def _run(args: argparse.Namespace) -> int:
     device = _device(args.device)
     ensemble = Ensemble(args.ckpt, device, args.ensemble)
     if args.workers is None:
-        args.workers = min(16, _cores() - 1) if device.type == "cuda" else max(1, _cores() // 4)
+        args.workers = (
+            min(16, available_cores() - 1)
+            if device.type == "cuda"
+            else max(1, available_cores() // 4)
+        )
     rank, world = _ranks()
     mine = scan(args.inputs)[rank::world]
     summary = _Summary(dry_run=args.dry_run)

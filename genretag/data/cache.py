@@ -50,6 +50,7 @@ import numpy as np
 from genretag.data import audio
 from genretag.data.audio import AudioDecodeError
 from genretag.errors import ConfigError
+from genretag.system import available_cores
 
 if TYPE_CHECKING:
     from genretag.data.datamodules import ClipDataModule
@@ -311,14 +312,6 @@ def dataset_paths(datamodule: ClipDataModule) -> list[str]:
     return list(paths)
 
 
-def _cores() -> int:
-    """The cores this process may use (every one of them: prepare has the machine to itself)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
 def main(argv: list[str]) -> int:
     """``prepare``: decode a config's dataset into its cache; 1 if some tracks are bad."""
     parser = argparse.ArgumentParser(
@@ -343,7 +336,7 @@ def main(argv: list[str]) -> int:
             "data section) to say where decoded audio goes"
         )
     paths = dataset_paths(datamodule)
-    workers = args.workers or _cores()
+    workers = args.workers or available_cores()  # prepare has the machine to itself
     log.info("decoding %d tracks at %d Hz into %s on %d processes", len(paths),
              cache.sample_rate, cache.folder, workers)  # fmt: skip
     report = fill(cache, paths, workers, progress=not args.no_progress)

@@ -21,6 +21,7 @@ from genretag.data import fma, freesound
 from genretag.data.cache import DecodedCache
 from genretag.data.datasets import ClipList, EvalClips, PadMode, TrainClips, collate
 from genretag.errors import ConfigError
+from genretag.system import available_cores
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +30,7 @@ Stage = Literal["train", "val", "test"]
 
 def default_workers() -> int:
     """One decoding worker per core this process may use (at most 16)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cores = os.cpu_count() or 1
-    return min(cores, 16)
+    return min(available_cores(), 16)
 
 
 class ClipDataModule(pl.LightningDataModule):

@@ -42,6 +42,7 @@ import soundfile as sf
 
 from genretag.data import fma
 from genretag.data.demo_music import ROOTS, SR, STYLES, render
+from genretag.system import available_cores
 
 try:
     import fcntl
@@ -251,8 +252,9 @@ def _synthesize(root: Path, seed: int) -> None:
         tracks_table(tracks, seed).to_csv(tmp / META_DIR / "tracks.csv", lineterminator="\n")
         for folder in {_mp3_path(tmp / AUDIO_DIR, t.track_id).parent for t in tracks}:
             folder.mkdir(parents=True)
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        with ThreadPoolExecutor(min(8, cores or 1)) as pool:  # numpy and LAME release the GIL
+        with ThreadPoolExecutor(
+            min(8, available_cores())
+        ) as pool:  # numpy and LAME release the GIL
             list(pool.map(partial(_write_mp3, tmp / AUDIO_DIR, seed), tracks))
         os.rename(tmp / AUDIO_DIR, root / AUDIO_DIR)
         os.rename(tmp / META_DIR, root / META_DIR)  # last: the metadata means "complete"
