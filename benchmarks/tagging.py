@@ -43,7 +43,7 @@ import torch
 from _corpus import music, write_fma_mp3  # benchmarks/ is on the path when run as a script
 from torch.utils.data import DataLoader
 
-from genretag import tagging
+from genretag.tagger import command, scan, stream
 from genretag.task import TaggingTask
 
 LABELS = [f"genre{i:02d}" for i in range(16)]
@@ -86,7 +86,8 @@ def _children_cpu() -> float:
 
 def decode_only(folder: Path, workers: int, audio_s: float) -> dict:
     """The decoding workers alone: 16 kHz, 4 s windows, batches of 8, no model."""
-    dataset = tagging.WindowStream(tagging.scan([str(folder)]), 16_000, 64_000, 64_000, 8)
+    files = scan.scan([str(folder)])
+    dataset = stream.WindowStream(files, 16_000, 64_000, 64_000, 8, "zero")
     loader = DataLoader(dataset, batch_size=None, num_workers=workers, in_order=False)
     wall, cpu, children = time.perf_counter(), time.process_time(), _children_cpu()
     for _ in loader:
@@ -104,7 +105,7 @@ def throughput(library: Path, ckpt: Path, workers: int, audio_s: float, tmp: Pat
     out.unlink(missing_ok=True)
     args = [str(library), "--ckpt", str(ckpt), "--out", str(out), "--workers", str(workers)]
     wall, cpu, children = time.perf_counter(), time.process_time(), _children_cpu()
-    if tagging.main([*args, "--quiet"]) != 0:
+    if command.main([*args, "--quiet"]) != 0:
         raise RuntimeError(f"genretag tag {' '.join(args)} failed")
     wall = time.perf_counter() - wall
     main_cpu = time.process_time() - cpu
@@ -113,7 +114,7 @@ def throughput(library: Path, ckpt: Path, workers: int, audio_s: float, tmp: Pat
     return {
         "model": ckpt.stem,
         "workers": workers,
-        "torch_threads": tagging.cpu_threads(workers),
+        "torch_threads": command.cpu_threads(workers),
         "wall_s": round(wall, 2),
         "x_realtime": round(audio_s / wall, 1),
         "main_cpu_s": round(main_cpu, 2),

@@ -28,7 +28,7 @@ from typing import Any
 DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 # Commands that are not Lightning's, and the module whose main(argv) -> int runs each.
 OWN_COMMANDS = {
-    "tag": ("genretag.tagging", "tag a music library with a trained checkpoint"),
+    "tag": ("genretag.tagger.command", "tag a music library with a trained checkpoint"),
     "download": ("genretag.data.download", "download, verify and extract FMA or FSDKaggle2018"),
     "prepare": ("genretag.data.cache", "decode a dataset once into the decoded-audio cache"),
 }
@@ -61,6 +61,7 @@ def lightning_cli(args: list[str]):
                 ("data.task", "model.task"),
                 ("data.sample_rate", "model.sample_rate"),
                 ("data.window_seconds", "model.window_seconds"),
+                ("data.pad_mode", "model.pad_mode"),
             ]:
                 parser.link_arguments(source, target, apply_on="instantiate")
 

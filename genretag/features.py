@@ -11,18 +11,24 @@ import torch
 from nnAudio.features import MelSpectrogram
 from torch import Tensor, nn
 
+from genretag.constants import F_MAX, F_MIN, HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE
+
+# The hyper-parameters that define the front-end: models that share a trunk or an ensemble must
+# agree on every one of them.
+FRONTEND_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "f_min", "f_max")
+
 
 class LogMel(nn.Module):
     """Waveform (B, T) float mono -> log-mel (B, n_mels, frames), frames = T // hop + 1."""
 
     def __init__(
         self,
-        sample_rate: int = 16_000,
-        n_fft: int = 512,
-        hop_length: int = 256,
-        n_mels: int = 96,
-        f_min: float = 0.0,
-        f_max: float | None = 8_000.0,
+        sample_rate: int = SAMPLE_RATE,
+        n_fft: int = N_FFT,
+        hop_length: int = HOP_LENGTH,
+        n_mels: int = N_MELS,
+        f_min: float = F_MIN,
+        f_max: float | None = F_MAX,
     ) -> None:
         super().__init__()
         self.mel = MelSpectrogram(

@@ -1,50 +1,51 @@
-"""The LightningModule: waveform -> log-mel (on the device) -> CRNN trunk -> head -> logits.
+"""The LightningModule: waveform -> log-mel (on the device) -> trunk -> head -> logits.
 
-One class for both heads: ``task="multilabel"`` (genres: sigmoid outputs, binary cross-entropy)
-and ``task="multiclass"`` (Freesound: softmax, cross-entropy). Everything a tagger needs to use
-a checkpoint (labels, sample rate, window, front-end and trunk settings) is a hyper-parameter.
-
-Batches (see genretag.data.datasets.collate): ``audio`` (N, T) windows; ``target`` (B, C) float
-multi-hot or (B,) long; ``key`` (B,) ids; ``clip`` (N,) the clip of each window in evaluation
-batches (window probabilities are averaged per clip); optional ``weight`` (B,) loss weights and
-``bad`` [(path, reason)] for files the workers could not decode.
+The head (genretag.heads) is chosen once from ``task``: ``multilabel`` (genres: sigmoid outputs,
+binary cross-entropy) or ``multiclass`` (Freesound: softmax, cross-entropy); it holds the loss,
+the probabilities and the metrics. Evaluation scores clips through genretag.inference, the path
+``tag`` uses too. Everything a tagger needs to use a checkpoint (labels, sample rate, window,
+padding, front-end and trunk settings) is a hyper-parameter. Batches: genretag.data.datasets.Batch.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any, Literal
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genretag import constants
+from genretag.data.datasets import Batch
 from genretag.errors import ConfigError
-from genretag.features import LogMel, SpecAugment
-from genretag.metrics import ClipPredictions, multiclass_scores, multilabel_scores
+from genretag.features import FRONTEND_KEYS, LogMel, SpecAugment
+from genretag.heads import Task, make_head
+from genretag.inference import PadMode, clip_scores
+from genretag.metrics import ClipPredictions
 from genretag.models.crnn import CRNN
 
 log = logging.getLogger(__name__)
 
 # Hyper-parameters that must match for trunk weights to be reusable (transfer, checks).
-FRONTEND_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "f_min", "f_max")
 TRUNK_KEYS = ("channels", "gru_hidden", "gru_layers")
+STAGES = ("train", "val", "test", "predict")
 
 
 class TaggingTask(pl.LightningModule):
     def __init__(
         self,
         labels: list[str] | None = None,
-        task: Literal["multilabel", "multiclass"] = "multilabel",
-        sample_rate: int = 16_000,
-        window_seconds: float = 10.0,
-        n_fft: int = 512,
-        hop_length: int = 256,
-        n_mels: int = 96,
-        f_min: float = 0.0,
-        f_max: float | None = 8_000.0,
+        task: Task = "multilabel",
+        sample_rate: int = constants.SAMPLE_RATE,
+        window_seconds: float = constants.WINDOW_SECONDS,
+        pad_mode: PadMode = "zero",
+        n_fft: int = constants.N_FFT,
+        hop_length: int = constants.HOP_LENGTH,
+        n_mels: int = constants.N_MELS,
+        f_min: float = constants.F_MIN,
+        f_max: float | None = constants.F_MAX,
         channels: tuple[int, ...] = (64, 128, 128, 128),
         gru_hidden: int = 128,
         gru_layers: int = 2,
@@ -64,6 +65,8 @@ class TaggingTask(pl.LightningModule):
             task: multilabel (sigmoid + BCE) or multiclass (softmax + cross-entropy).
             sample_rate: Hz of the waveform the model takes (linked from the data module).
             window_seconds: length of one input window (training crop, evaluation window).
+            pad_mode: how a clip shorter than a window is filled (linked from the data module),
+                kept so that ``tag`` pads as evaluation did.
             n_fft, hop_length, n_mels, f_min, f_max: log-mel front-end settings.
             channels, gru_hidden, gru_layers, dropout: CRNN trunk size.
             lr, weight_decay: AdamW with a one-cycle schedule over the whole run.
@@ -85,11 +88,12 @@ class TaggingTask(pl.LightningModule):
         self.frontend = LogMel(sample_rate, n_fft, hop_length, n_mels, f_min, f_max)
         self.augment = SpecAugment() if spec_augment else nn.Identity()
         self.trunk = CRNN(n_mels, tuple(channels), gru_hidden, gru_layers, dropout)
-        self.head = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(self.trunk.out_features, len(labels))
+        self.head = make_head(
+            task, self.trunk.out_features, len(labels), dropout, threshold, label_smoothing
         )
         self.scores = nn.ModuleDict({stage: ClipPredictions() for stage in ("val", "test")})
-        self.bad_files: dict[str, str] = {}
+        self.bad_files: dict[str, dict[str, str]] = {stage: {} for stage in STAGES}
+        self._named: set[str] = set()  # files already named in a warning (once per run)
         self._transferred = False
 
     # -- model ---------------------------------------------------------------------------------
@@ -98,35 +102,12 @@ class TaggingTask(pl.LightningModule):
         return self.head(self.trunk(self.frontend(audio)))
 
     def probabilities(self, logits: Tensor) -> Tensor:
-        """Logits (B, C) -> sigmoid (multilabel) or softmax (multiclass) probabilities."""
-        if self.hparams.task == "multiclass":
-            return logits.float().softmax(dim=-1)
-        return logits.float().sigmoid()
+        """Logits (B, C) -> probabilities (B, C): the head's sigmoid or softmax."""
+        return self.head.probabilities(logits)
 
     # -- training ------------------------------------------------------------------------------
-    def _loss(self, logits: Tensor, target: Tensor, weight: Tensor | None) -> Tensor:
-        if self.hparams.task == "multiclass":
-            per_clip = F.cross_entropy(
-                logits.float(),
-                target,
-                reduction="none",
-                label_smoothing=self.hparams.label_smoothing,
-            )
-        else:
-            per_clip = F.binary_cross_entropy_with_logits(
-                logits.float(), target, reduction="none"
-            ).mean(1)
-        if weight is None:
-            return per_clip.mean()
-        return (per_clip * weight).sum() / weight.sum().clamp(min=1e-8)
-
-    def _soft_target(self, target: Tensor) -> Tensor:
-        if self.hparams.task == "multiclass":
-            return F.one_hot(target, len(self.labels)).float()
-        return target
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
-        self._note_bad_files(batch)
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+        self._note_bad_files("train", batch)
         audio, target, weight = batch["audio"], batch["target"], batch.get("weight")
         if len(audio) == 0:
             return None
@@ -135,75 +116,65 @@ class TaggingTask(pl.LightningModule):
             lam = float(torch.distributions.Beta(alpha, alpha).sample())
             perm = torch.randperm(len(audio), device=audio.device)
             audio = lam * audio + (1 - lam) * audio[perm]
-            target = lam * self._soft_target(target) + (1 - lam) * self._soft_target(target)[perm]
+            soft = self.head.soft_target(target)
+            target = lam * soft + (1 - lam) * soft[perm]
             if weight is not None:
                 weight = lam * weight + (1 - lam) * weight[perm]
         logits = self.head(self.trunk(self.augment(self.frontend(audio))))
-        loss = self._loss(logits, target, weight)
+        loss = self.head.loss(logits, target, weight)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(audio))
         return loss
 
     # -- evaluation ----------------------------------------------------------------------------
-    def clip_probabilities(self, batch: dict[str, Any]) -> Tensor:
-        """Window probabilities averaged per clip: (B, C)."""
-        probs = self.probabilities(self(batch["audio"]))
+    def clip_probabilities(self, batch: Batch) -> Tensor:
+        """Window probabilities averaged per clip (B, C), as genretag.inference scores them."""
+        probs = self.head.probabilities(self(batch["audio"]))
         clip = batch.get("clip")
-        if clip is None:
-            return probs
-        sums = torch.zeros(len(batch["key"]), probs.shape[1], device=probs.device)
-        sums.index_add_(0, clip, probs)
-        counts = torch.bincount(clip, minlength=len(batch["key"])).clamp(min=1)
-        return sums / counts.unsqueeze(1)
+        return probs if clip is None else clip_scores(probs, clip, len(batch["key"]))
 
-    def _eval_step(self, stage: str, batch: dict[str, Any], batch_idx: int) -> None:
-        self._note_bad_files(batch)
+    def _eval_step(self, stage: str, batch: Batch, batch_idx: int) -> None:
+        self._note_bad_files(stage, batch)
         if len(batch["key"]) == 0:
             return
         probs = self.clip_probabilities(batch)
         target = batch["target"]
-        if self.hparams.task == "multiclass":
-            loss = F.nll_loss(probs.clamp(min=1e-7).log(), target)
-        else:
-            loss = F.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), target)
+        loss = self.head.eval_loss(probs, target)
         self.log(f"{stage}/loss", loss, batch_size=len(target), sync_dist=True)
         self.scores[stage].update(probs, target)
         if stage == "val" and batch_idx == 0:
             self._log_spectrograms(batch["audio"][:4])
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step("val", batch, batch_idx)
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step("test", batch, batch_idx)
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
         """{"key": [...], "probs": (B, C)} per batch; the caller writes them out."""
+        self._note_bad_files("predict", batch)
         return {"key": batch["key"], "probs": self.clip_probabilities(batch).cpu()}
 
     def _end_of_eval(self, stage: str) -> None:
+        self._log_skipped(stage)
         probs, targets = self.scores[stage].compute()
         self.scores[stage].reset()
         if len(probs) == 0:
             return
-        if self.hparams.task == "multiclass":
-            scores = multiclass_scores(probs, targets)
-            per_label = scores.pop("accuracy_per_class")
-            per_label_name = "accuracy"
-        else:
-            scores = multilabel_scores(probs, targets, self.hparams.threshold)
-            per_label = scores.pop("roc_auc_per_label")
-            per_label_name = "roc_auc"
+        scores, per_label = self.head.scores(probs, targets)
         self.log_dict({f"{stage}/{k}": v for k, v in scores.items()})
-        self.log(f"{stage}/skipped_files", float(len(self.bad_files)))
         if stage == "val":
-            self.log("hp_metric", scores["map3" if "map3" in scores else "roc_auc"])
-        self._log_per_label(stage, per_label_name, per_label, probs, targets)
+            self.log("hp_metric", scores[self.head.monitor])
+        self._log_per_label(stage, self.head.per_label_name, per_label, probs, targets)
 
     def on_validation_epoch_end(self) -> None:
         self._end_of_eval("val")
 
     def on_test_epoch_end(self) -> None:
         self._end_of_eval("test")
+
+    def on_train_epoch_end(self) -> None:
+        self._log_skipped("train")
 
     # -- TensorBoard extras --------------------------------------------------------------------
     def _tensorboard(self):
@@ -237,20 +208,40 @@ class TaggingTask(pl.LightningModule):
         for label, value in zip(self.labels, values.tolist(), strict=True):
             if value == value:  # not NaN
                 writer.add_scalar(f"{stage}_{name}_per_label/{label}", value, step)
-        if self.hparams.task == "multilabel":
+        if self.head.task == "multilabel":
             for i, label in enumerate(self.labels):
                 writer.add_pr_curve(
                     f"{stage}_pr_curve/{label}", targets[:, i].cpu(), probs[:, i].cpu(), step
                 )
 
     # -- bad files, optimisation, transfer -----------------------------------------------------
-    def _note_bad_files(self, batch: dict[str, Any]) -> None:
+    def _note_bad_files(self, stage: str, batch: Batch) -> None:
+        """Count this stage's bad files; name each bad or truncated file once per run."""
+        seen = self.bad_files[stage]
         for path, reason in batch.get("bad", ()):
-            if path not in self.bad_files:
-                self.bad_files[path] = reason
+            seen.setdefault(path, reason)
+            if path not in self._named:
+                self._named.add(path)
                 log.warning(
-                    "skipped %s: %s (%d bad files so far)", path, reason, len(self.bad_files)
+                    "skipped %s: %s (%d bad %s files so far)", path, reason, len(seen), stage
                 )
+        for path, got, expected in batch.get("truncated", ()):
+            if path not in self._named:
+                self._named.add(path)
+                rate = self.hparams.sample_rate
+                log.warning(
+                    "truncated %s: decodes to %.2f s but its header declares %.2f s; "
+                    "the audio that decodes is used",
+                    path, got / rate, expected / rate,
+                )  # fmt: skip
+
+    def _log_skipped(self, stage: str) -> None:
+        """``{stage}/skipped_files``: this stage's bad files in this epoch, summed over ranks."""
+        count = float(len(self.bad_files[stage]))
+        self.bad_files[stage] = {}
+        if self.trainer.sanity_checking:
+            return
+        self.log(f"{stage}/skipped_files", count, reduce_fx="sum", sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = torch.optim.AdamW(
@@ -328,7 +319,7 @@ def _short(labels: list[str], n: int = 6) -> str:
     return "[" + ", ".join(map(str, labels[:n])) + more + "]"
 
 
-def load_checkpoint(path: str) -> dict[str, Any]:
+def load_checkpoint(path: str) -> dict[str, Any]:  # replaced by genretag.checkpoint
     """Read a checkpoint file and check that it is a genretag checkpoint (ConfigError if not)."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
@@ -351,6 +342,8 @@ def load_model(path: str, map_location: str | torch.device = "cpu") -> TaggingTa
     checkpoint = load_checkpoint(path)
     accepted = inspect.signature(TaggingTask.__init__).parameters
     hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if k in accepted}
+    if "pad_mode" not in hparams:  # written before the model kept it: the data modules' defaults
+        hparams["pad_mode"] = "loop" if hparams["task"] == "multiclass" else "zero"
     # The transfer source (init_from) may be gone by now; the trained weights are all here.
     model = TaggingTask(**{**hparams, "init_from": None})
     model.load_state_dict(checkpoint["state_dict"])

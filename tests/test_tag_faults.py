@@ -26,7 +26,8 @@ import pandas as pd
 import pytest
 import torch
 
-from genretag import cli, tagwrite
+from genretag import cli
+from genretag.tagger import captions, filetags, outputs
 from tests.test_tagging import (
     LABELS,
     make_library,
@@ -63,9 +64,9 @@ def _torn_append(appender: Any, lines: Any) -> None:  # half a batch of rows, th
     appender.handle.flush()
 
 
-def _torn_atomic_write(path: Path, lines: Any) -> None:  # half the temporary file
-    data = _encoded(lines)
-    path.with_name(f".{path.name}.tmp").write_bytes(data[: len(data) // 2])
+def _torn_atomic_write(path: Path, text: Any) -> None:  # half the temporary file
+    data = _encoded(text)
+    path.with_name(f".{path.name}.{os.getpid()}.tmp").write_bytes(data[: len(data) // 2])
 
 
 def _torn_copy(source: Any, target: Any, **kwargs: Any) -> None:  # half the copy of a tagged file
@@ -74,13 +75,14 @@ def _torn_copy(source: Any, target: Any, **kwargs: Any) -> None:  # half the cop
 
 
 def _install(crash: Crash, counted: list[int]) -> None:
-    """Number the writes of genretag.tagwrite; at ``crash.at``, die (in this process only)."""
+    """Number the writes of genretag.tagger; at ``crash.at``, die (in this process only)."""
     targets: list[tuple[Any, str, Callable[..., None] | None]] = [
-        (tagwrite._Appender, "write", _torn_append),  # rows, errors, timelines
-        (tagwrite, "_atomic_write", _torn_atomic_write),  # compaction, errors, SRT
-        (tagwrite.shutil, "copy2", _torn_copy),  # the copy a tag is written into
-        (tagwrite, "_save", None),  # mutagen saving the copy
-        (tagwrite.os, "replace", None),  # the copy renamed over the original
+        (outputs._Appender, "write", _torn_append),  # rows, errors, timelines
+        (outputs, "atomic_write", _torn_atomic_write),  # compaction, errors
+        (captions, "atomic_write", _torn_atomic_write),  # SRT
+        (filetags.shutil, "copy2", _torn_copy),  # the copy a tag is written into
+        (filetags, "_save", None),  # mutagen saving the copy
+        (filetags.os, "replace", None),  # renames: the tagged copy, atomic writes
     ]
     for owner, name, torn in targets:
         original = getattr(owner, name)
@@ -275,7 +277,7 @@ def test_full_disk_is_one_clear_error_and_the_rows_before_stay(
     expected = whole_rows(out)
     shutil.rmtree(out.parent)
 
-    header = tagwrite.Table(LABELS, 3, 0.0, "csv").header
+    header = outputs.Table(LABELS, 3, 0.0, "csv").header
     rows_bytes = sum(len(line.encode()) for line in expected.values())
     log = tmp_path / "full.log"  # the disk fills half-way through the rows
     code, _ = in_child(Crash(0), args, log, limit=len(header.encode()) + rows_bytes // 2)

@@ -24,9 +24,12 @@ import pytorch_lightning as pl
 import soundfile as sf
 import torch
 
-from genretag import tagwrite
 from genretag.data import audio
-from genretag.tagging import cut_windows, main, scan
+from genretag.inference import WindowCutter, fold_batch_norms, window_starts, windows
+from genretag.io import file_key
+from genretag.tagger import filetags
+from genretag.tagger.command import main
+from genretag.tagger.scan import scan
 from genretag.task import TaggingTask
 
 LABELS = ["Rock", "Electronic", "Hip-Hop", "Old-Time / Historic"]
@@ -119,9 +122,9 @@ def make_library(tmp: Path) -> Library:
     silence = lib.root / "silence.flac"
     sf.write(silence, np.zeros(16_000, np.float32), 16_000)
     lib.good[silence.resolve()] = 1.0
-    outside = tmp / "elsewhere" / "extra.mp3"  # reached only through a symlinked folder
-    write_audio(outside, 1.0, 32_000, 1)
-    lib.good[outside.resolve()] = 1.0
+    outside = tmp / "elsewhere" / "extra.mp3"  # reached only through a symlinked folder,
+    write_audio(outside, 1.0, 32_000, 1)  # so it is known by its path in the library
+    lib.good[lib.root / "more" / "extra.mp3"] = 1.0
     (lib.root / "more").symlink_to(outside.parent, target_is_directory=True)
     (lib.root / "Jazz" / "again").symlink_to(lib.root / "Jazz", target_is_directory=True)
     (lib.root / "Rock" / "deep" / "nested" / "up").symlink_to("../..", target_is_directory=True)
@@ -165,24 +168,26 @@ def test_scan_finds_each_audio_file_once(library: Library) -> None:
 
 
 @pytest.mark.parametrize("hop", [16, 10, 25])
-def test_cut_windows_covers_the_stream(hop: int) -> None:
+def test_streamed_windows_equal_the_windows_of_the_whole_clip(hop: int) -> None:
+    """``tag`` cuts a stream block by block into exactly the windows ``test`` cuts a clip into."""
     window = 16
     for length in [1, 5, 16, 17, 40, 48, 100]:
         x = np.arange(1, length + 1, dtype=np.float32)
-        whole = [w.copy() for w in cut_windows([x], window, hop)]
-        blocks = np.array_split(x, [3, 7, 20, 21])  # any block boundaries give the same windows
-        assert all(
-            np.array_equal(a, b)
-            for a, b in zip(whole, cut_windows(blocks, window, hop), strict=True)
-        )
+        whole = windows(x, window, hop)
+        for cuts in ([], [3, 7, 20, 21], list(range(1, length))):  # any block boundaries
+            cutter = WindowCutter(window, hop)
+            streamed = [w.copy() for b in np.array_split(x, cuts) for w in cutter.feed(b)]
+            streamed += [w.copy() for w in cutter.finish()]
+            assert np.array_equal(np.stack(streamed), whole), (length, cuts)
+            assert cutter.starts == window_starts(length, window, hop)
         starts = [int(w[0]) - 1 for w in whole]
-        assert starts == [i * hop for i in range(len(whole))]
         assert all(len(w) == window for w in whole)
-        if hop <= window:  # every sample covered, the last window the first to reach the end
-            assert starts[-1] + window >= length and (
-                len(whole) == 1 or starts[-2] + window < length
-            )
-            assert whole[-1][length - starts[-1] :].sum() == 0  # zero padding
+        if length <= window:
+            assert len(whole) == 1 and whole[0][length:].sum() == 0  # one zero-padded window
+        else:  # every sample covered, the last window ends at the end, none is padded
+            assert whole[-1][-1] == length and starts[-1] == length - window
+            assert all(b - a == hop for a, b in zip(starts[:-2], starts[1:-1], strict=True))
+            assert hop >= window or all(w.min() > 0 for w in whole)
 
 
 # -- the library ---------------------------------------------------------------------------------
@@ -250,7 +255,8 @@ def test_jsonl_top_k_threshold_and_segments(library: Library, ckpt: Path, tmp_pa
         samples = round(row.duration * 16_000)
         expected = 1 + max(0, -(-(samples - 16_000) // 8_000))  # 1 s windows every 0.5 s
         assert len(timeline["start"]) == len(timeline["scores"]) == expected
-        assert timeline["start"] == [0.5 * i for i in range(expected)]
+        starts = window_starts(samples, 16_000, 8_000)  # the last one ends at the end
+        assert timeline["start"] == [round(s / 16_000, 3) for s in starts]
         mean = np.mean(timeline["scores"], axis=0)  # the track score is the mean of the windows
         np.testing.assert_allclose(mean, [row.scores[g] for g in timeline["labels"]], atol=1e-4)
 
@@ -299,10 +305,11 @@ def test_multiclass_segments_write_srt(library: Library, tmp_path: Path) -> None
 # -- resume after kill -9 ------------------------------------------------------------------------
 SLOW_MAIN = (
     "import sys, time\n"
-    "from genretag import tagging\n"
-    "call = tagging.Ensemble.__call__\n"
-    "tagging.Ensemble.__call__ = lambda self, a: (time.sleep(0.3), call(self, a))[1]\n"
-    "sys.exit(tagging.main(sys.argv[1:]))\n"
+    "from genretag.inference import Predictor\n"
+    "from genretag.tagger import command\n"
+    "call = Predictor.window_probabilities\n"
+    "Predictor.window_probabilities = lambda self, a: (time.sleep(0.3), call(self, a))[1]\n"
+    "sys.exit(command.main(sys.argv[1:]))\n"
 )
 
 
@@ -429,7 +436,7 @@ def test_write_tags_dry_run_then_merge(
         assert read_genres(path) == expected, path.name
         assert np.array_equal(native(path), before[path][1]), path.name
         assert other_tags(path) == before[path][2], path.name
-        assert tuple(df.loc[str(path), ["size", "mtime_ns"]]) == tagwrite.file_key(path)
+        assert tuple(df.loc[str(path), ["size", "mtime_ns"]]) == file_key(path)
     assert not list((tmp_path / "lib").glob(".*"))  # no temporary file left behind
 
     now = {p: sha(p) for p in paths}
@@ -461,14 +468,14 @@ def test_write_tags_skip_and_overwrite(tmp_path: Path, ckpt: Path) -> None:
 def test_failed_tag_write_leaves_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = make_tagged(tmp_path)[1]
     original = sha(path)
-    monkeypatch.setattr(tagwrite, "_audio_digest", lambda p: (0, str(p)))  # "the audio changed"
-    with pytest.raises(tagwrite.TagWriteError, match="audio changed"):
-        tagwrite.write_genres(path, ["Rock"], "overwrite")
+    monkeypatch.setattr(filetags, "_audio_digest", lambda p: (0, str(p)))  # "the audio changed"
+    with pytest.raises(filetags.TagWriteError, match="audio changed"):
+        filetags.write_genres(path, ["Rock"], "overwrite")
     assert sha(path) == original and sorted(p.name for p in tmp_path.iterdir()) == sorted(TAGGED)
     text = tmp_path / "notes.flac"
     text.write_text("not audio")
-    with pytest.raises(tagwrite.TagWriteError, match="cannot read tags"):
-        tagwrite.write_genres(text, ["Rock"], "overwrite")
+    with pytest.raises(filetags.TagWriteError, match="cannot read tags"):
+        filetags.write_genres(text, ["Rock"], "overwrite")
 
 
 # -- models --------------------------------------------------------------------------------------
@@ -548,7 +555,7 @@ def test_ranks_merge_parts(
 ) -> None:
     """Ranks in one process (barrier stubbed): rank 1 writes its part, rank 0 merges; a part left
     by an interrupted sharded run is picked up by a plain run."""
-    from genretag import tagging
+    from genretag.tagger import command as tagging
 
     monkeypatch.setattr(torch.distributed, "barrier", lambda: None)
     monkeypatch.setattr(torch.distributed, "destroy_process_group", lambda: None)
@@ -606,7 +613,8 @@ def test_a_second_run_on_the_same_out_is_refused(
     library: Library, ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out = tmp_path / "tags.csv"
-    holder = "import fcntl, sys, time\nf = open(sys.argv[1], 'a')\nfcntl.lockf(f, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(60)\n"
+    # another run: the same lock genretag.io.exclusive takes
+    holder = "import filelock, sys, time\nlock = filelock.FileLock(sys.argv[1])\nlock.acquire()\nprint('locked', flush=True)\ntime.sleep(60)\n"
     proc = subprocess.Popen(
         [sys.executable, "-c", holder, str(tmp_path / ".tags.csv.lock")],
         stdout=subprocess.PIPE,
@@ -615,7 +623,7 @@ def test_a_second_run_on_the_same_out_is_refused(
     try:
         assert proc.stdout.readline().strip() == "locked"
         assert run(library.root / "Jazz", "--ckpt", ckpt, "--out", out, "--workers", 0) == 2
-        assert "another genretag tag run is writing it" in capsys.readouterr().err
+        assert "another genretag run is writing it" in capsys.readouterr().err
     finally:
         proc.kill()
         proc.wait()
@@ -625,8 +633,6 @@ def test_a_second_run_on_the_same_out_is_refused(
 
 def test_inference_optimisations_keep_the_outputs() -> None:
     """BatchNorm folded into the convs and channels-last weights: the same logits."""
-    from genretag.tagging import fold_batch_norms
-
     torch.manual_seed(0)
     model = TaggingTask(
         labels=LABELS, window_seconds=1.0, channels=(4, 8, 8, 8), gru_hidden=8

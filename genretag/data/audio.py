@@ -23,6 +23,7 @@ names the file, so callers can skip and count a bad file instead of crashing a l
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -35,7 +36,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-SAMPLE_RATE = 16_000
+from genretag.constants import SAMPLE_RATE
+
 MPEG_FRAME = 1152  # samples per MPEG-1 Layer III frame (MPEG-2's 576 divides it)
 # Pre-roll before an MP3 seek target: after a seek libsndfile's decoder is wrong for up to 4 frames
 # at low bit rates (2 at FMA's 320 kbit/s); 8 frames (0.2 s at 44.1 kHz) leaves a margin.
@@ -50,6 +52,11 @@ NATIVE_RATES = (1_000, 768_000)
 MAX_CHANNELS = 64  # 7th-order ambisonics; a header claiming 255 costs seconds per second of audio
 
 PathLike = str | os.PathLike
+# A file that decodes to less than this share of the length its header declares is reported as
+# truncated (it is still used: what decoded is real audio).
+TRUNCATED_SHARE = 0.9
+_warned_truncated: set[str] = set()  # training names a truncated file once per process
+log = logging.getLogger(__name__)
 
 
 class AudioDecodeError(Exception):
@@ -368,6 +375,19 @@ def decode(
     return _joined(stream(path, sr, offset, duration), length)
 
 
+def truncation(path: PathLike, samples: int, sr: int) -> tuple[str, int, int] | None:
+    """(path, ``samples``, the samples at ``sr`` its header declares) when ``samples`` is less than
+    ``TRUNCATED_SHARE`` of the declared length (a cut download keeps its header), else None."""
+    try:
+        header = info(path)
+    except AudioDecodeError:
+        return None
+    expected = round(header.frames * sr / header.sample_rate)
+    if header.frames > 0 and samples < TRUNCATED_SHARE * expected:
+        return str(path), int(samples), expected
+    return None
+
+
 def random_crop(path: PathLike, sr: int, duration: float, position: float) -> np.ndarray:
     """A ``duration`` s crop starting at ``position`` (0..1) of the room the file leaves.
 
@@ -385,5 +405,11 @@ def random_crop(path: PathLike, sr: int, duration: float, position: float) -> np
     # The header promised more audio than the file holds (a truncated download keeps its Xing
     # header; a damaged length field): the crop fell past the real end. Crop what is there.
     whole = decode(path, sr)
+    if str(path) not in _warned_truncated:
+        _warned_truncated.add(str(path))
+        log.warning(
+            "%s: truncated: decodes to %.1f s but its header declares %.1f s",
+            path, len(whole) / sr, source.frames / source.sample_rate,
+        )  # fmt: skip
     at = round(position * max(0, len(whole) - length))
     return whole[at : at + length]

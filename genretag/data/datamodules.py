@@ -11,16 +11,27 @@ import logging
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from genretag.constants import FSD_WINDOW_SECONDS, SAMPLE_RATE, WINDOW_SECONDS
 from genretag.data import fma, freesound
 from genretag.data.cache import DecodedCache
-from genretag.data.datasets import ClipList, EvalClips, PadMode, TrainClips, collate
+from genretag.data.datasets import (
+    AudioFiles,
+    ClipList,
+    EpochSampler,
+    EvalClips,
+    Source,
+    TrainClips,
+    collate,
+    crop_seed,
+)
 from genretag.errors import ConfigError
+from genretag.inference import PadMode
 from genretag.system import available_cores
 
 log = logging.getLogger(__name__)
@@ -41,8 +52,8 @@ class ClipDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        sample_rate: int = 16_000,
-        window_seconds: float = 10.0,
+        sample_rate: int = SAMPLE_RATE,
+        window_seconds: float = WINDOW_SECONDS,
         batch_size: int = 32,
         num_workers: int | None = None,
         pad_mode: PadMode = "zero",
@@ -50,6 +61,21 @@ class ClipDataModule(pl.LightningDataModule):
         pin_memory: bool = True,
         cache_dir: str | None = None,
     ) -> None:
+        """
+        Args:
+            sample_rate: Hz the audio is resampled to (and the model runs at).
+            window_seconds: training crop and evaluation window length.
+            batch_size: clips per batch (evaluation batches hold every window of each clip).
+            num_workers: decoding processes; default one per core.
+            pad_mode: how clips shorter than a window are filled: zeros or repeats (``loop``);
+                the model keeps it, so ``tag`` pads the same way.
+            prefetch_factor: batches each worker prepares ahead; default: 8 batches in flight
+                over all workers, at least 2 each (see ClipDataModule.prefetch).
+            pin_memory: page-locked batches for fast, asynchronous copies to the GPU.
+            cache_dir: if set, each clip is decoded once (first epoch, or `genretag prepare`)
+                into memory-mapped int16 files here, and crops are read from them; if None,
+                every epoch decodes from the audio files. See genretag.data.cache.
+        """
         super().__init__()
         self.sample_rate = sample_rate
         self.window_seconds = window_seconds
@@ -59,6 +85,7 @@ class ClipDataModule(pl.LightningDataModule):
         self.prefetch_factor = prefetch_factor
         self.pin_memory = pin_memory
         self.cache = DecodedCache(cache_dir, sample_rate) if cache_dir else None
+        self.source: Source = self.cache if self.cache is not None else AudioFiles(sample_rate)
         self._clips: dict[str, ClipList] = {}
 
     @property
@@ -108,9 +135,12 @@ class ClipDataModule(pl.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=EpochSampler(len(dataset), shuffle, crop_seed()),
             drop_last=shuffle and len(dataset) > self.batch_size,
             num_workers=workers,
+            # the workers' base seed comes from here, not from the global generator, which the
+            # model's own draws (mixup, SpecAugment, dropout) then use alone
+            generator=torch.Generator().manual_seed(crop_seed()),
             collate_fn=collate,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=workers > 0,
@@ -118,15 +148,11 @@ class ClipDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        clips = TrainClips(
-            self._clips["train"], self.sample_rate, self.window_seconds, self.pad_mode, self.cache
-        )
+        clips = TrainClips(self._clips["train"], self.source, self.window_seconds, self.pad_mode)
         return self._loader(clips, shuffle=True)
 
     def _eval_loader(self, stage: Stage) -> DataLoader:
-        clips = EvalClips(
-            self._clips[stage], self.sample_rate, self.window_seconds, self.pad_mode, self.cache
-        )
+        clips = EvalClips(self._clips[stage], self.source, self.window_seconds, self.pad_mode)
         return self._loader(clips, shuffle=False)
 
     def val_dataloader(self) -> DataLoader:
@@ -150,14 +176,7 @@ class FMADataModule(ClipDataModule):
         labels: fma.LabelMode = "top",
         min_tracks: int = 1,
         demo_root: str | None = None,
-        sample_rate: int = 16_000,
-        window_seconds: float = 10.0,
-        batch_size: int = 32,
-        num_workers: int | None = None,
-        pad_mode: PadMode = "zero",
-        prefetch_factor: int | None = None,
-        pin_memory: bool = True,
-        cache_dir: str | None = None,
+        **kwargs: Any,
     ) -> None:
         """
         Args:
@@ -168,28 +187,11 @@ class FMADataModule(ClipDataModule):
             min_tracks: keep a genre when at least this many training tracks carry it.
             demo_root: if set, the embedded demo corpus is synthesized there when missing, and
                 meta_dir/audio_dir point into it.
-            sample_rate: Hz the audio is resampled to (and the model runs at).
-            window_seconds: training crop and evaluation window length.
-            batch_size: clips per batch (evaluation batches hold every window of each clip).
-            num_workers: decoding processes; default one per core.
-            pad_mode: how clips shorter than a window are filled: zeros or repeats.
-            prefetch_factor: batches each worker prepares ahead; default: 8 batches in flight
-                over all workers, at least 2 each (see ClipDataModule.prefetch).
-            pin_memory: page-locked batches for fast, asynchronous copies to the GPU.
-            cache_dir: if set, each track is decoded once (first epoch, or `genretag prepare`)
-                into memory-mapped int16 files here, and crops are read from them; if None,
-                every epoch decodes from the audio files. See genretag.data.cache.
+            **kwargs: the shared loading settings of ClipDataModule (sample_rate,
+                window_seconds, batch_size, num_workers, pad_mode, prefetch_factor, pin_memory,
+                cache_dir).
         """
-        super().__init__(
-            sample_rate,
-            window_seconds,
-            batch_size,
-            num_workers,
-            pad_mode,
-            prefetch_factor,
-            pin_memory,
-            cache_dir,
-        )
+        super().__init__(**kwargs)
         self.meta_dir, self.audio_dir, self.demo_root = Path(meta_dir), Path(audio_dir), demo_root
         self.subset, self.label_mode, self.min_tracks = subset, labels, min_tracks
 
@@ -253,14 +255,9 @@ class FreesoundDataModule(ClipDataModule):
         max_missing: float = freesound.MAX_MISSING,
         predict_ignored: bool = False,
         demo_root: str | None = None,
-        sample_rate: int = 16_000,
-        window_seconds: float = 3.0,
-        batch_size: int = 32,
-        num_workers: int | None = None,
+        window_seconds: float = FSD_WINDOW_SECONDS,
         pad_mode: PadMode = "loop",
-        prefetch_factor: int | None = None,
-        pin_memory: bool = True,
-        cache_dir: str | None = None,
+        **kwargs: Any,
     ) -> None:
         """
         Args:
@@ -278,27 +275,13 @@ class FreesoundDataModule(ClipDataModule):
                 complete Kaggle late submission needs all 9,400 rows.
             demo_root: if set, a small synthetic FSD-shaped corpus (official layout) is written
                 there when missing and used instead of ``root``.
-            sample_rate: Hz the audio is resampled to (and the model runs at).
-            window_seconds: training crop and evaluation window length.
-            batch_size: clips per batch (evaluation batches hold every window of each clip).
-            num_workers: decoding processes; default one per core.
+            window_seconds: training crop and evaluation window length (3 s: most clips are
+                shorter than that).
             pad_mode: how clips shorter than a window are filled: ``loop`` (repeat) or ``zero``.
-            prefetch_factor: batches each worker prepares ahead; default: 8 batches in flight
-                over all workers, at least 2 each (see ClipDataModule.prefetch).
-            pin_memory: page-locked batches for fast, asynchronous copies to the GPU.
-            cache_dir: if set, each clip is decoded once into memory-mapped int16 files here
-                (see genretag.data.cache); if None, every epoch decodes the WAVs.
+            **kwargs: the other shared loading settings of ClipDataModule (sample_rate,
+                batch_size, num_workers, prefetch_factor, pin_memory, cache_dir).
         """
-        super().__init__(
-            sample_rate,
-            window_seconds,
-            batch_size,
-            num_workers,
-            pad_mode,
-            prefetch_factor,
-            pin_memory,
-            cache_dir,
-        )
+        super().__init__(window_seconds=window_seconds, pad_mode=pad_mode, **kwargs)
         self.root, self.demo_root = Path(demo_root or root), demo_root
         self.verified, self.unverified_weight = verified, unverified_weight
         self.val_fraction, self.seed, self.max_missing = val_fraction, seed, max_missing

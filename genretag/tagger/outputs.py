@@ -1,74 +1,40 @@
-"""Everything ``genretag tag`` writes: resumable output tables, and genres inside audio files.
+"""The tables ``genretag tag`` writes: resumable, appended whole lines at a time.
 
-Output tables (:class:`Outputs`): one row per file in a CSV (a header, then one line per file)
-or JSON lines, appended whole lines at a time with flush + fsync, so a reader (pandas) always
-sees whole rows and a killed run leaves at most one partial last line, which the next run cuts.
-Rows are keyed by resolved path, size and mtime; a re-run skips the files whose key is there and
-finally compacts the table to the last row of each file. Beside the table: ``<stem>.errors.csv``
-(this run's failures), ``<stem>.segments.jsonl`` (window timelines) and ``<stem>.srt/``.
-
-Genre tags (:func:`write_genres`), one genre field per container, multi-valued where allowed:
-
-* MP3, WAV, AIFF: the ID3v2 ``TCON`` frame (several values, null-separated; the file's ID3
-  version is kept, so no other frame is converted);
-* FLAC, Ogg Vorbis, Opus, Ogg FLAC, Speex: one Vorbis comment ``GENRE`` per value;
-* M4A/MP4: ``©gen`` (several values); a numeric ``gnre`` atom is read as a genre and replaced.
-
-A tag write never touches the original until it is proven good: the file is copied to a hidden
-temporary file beside it, mutagen updates the copy, the copy is checked (the genres read back,
-every other tag is equal, the audio decodes to the same samples through genretag.data.audio),
-flushed to disk, and only then renamed over the original. Any failure leaves the original as it
-was and raises :class:`TagWriteError`.
+One row per file in a CSV (a header, then one line per file) or JSON lines, appended with
+flush + fsync, so a reader (pandas) always sees whole rows and a killed run leaves at most one
+partial last line, which the next run cuts. Rows are keyed by path (as the user reached the
+file, :func:`genretag.tagger.scan.display_path`), size and mtime; a re-run skips the files whose
+key is there and finally compacts the table to the last row of each file. Beside the table:
+``<stem>.errors.csv`` (this run's failures and truncated files), ``<stem>.segments.jsonl``
+(window timelines) and ``<stem>.srt/``.
 """
 
 from __future__ import annotations
 
 import csv
 import glob
-import hashlib
 import io
 import json
 import logging
 import os
 import re
-import shutil
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import mutagen
 import numpy as np
-from mutagen.aiff import AIFF
-from mutagen.flac import FLAC
-from mutagen.id3 import TCON, ID3FileType
-from mutagen.mp4 import MP4
-from mutagen.ogg import OggFileType
-from mutagen.wave import WAVE
 
-from genretag.data import audio
 from genretag.errors import ConfigError
+from genretag.io import Key, atomic_write, exclusive, file_key
+from genretag.tagger.captions import write_srt
+from genretag.tagger.scan import real_path
 
 log = logging.getLogger(__name__)
 
 FIXED_COLUMNS = ["path", "duration", "size", "mtime_ns"]
-Key = tuple[int, int]  # (size in bytes, mtime in ns): a changed file is tagged again
-Mode = Literal["skip", "overwrite", "merge"]
-MODES: tuple[Mode, ...] = ("skip", "overwrite", "merge")
-TEMP_MARK = ".genretag-tmp"
-_MP4_GENRE, _MP4_GENRE_ID = "\xa9gen", "gnre"
 
 
-def file_key(path: Path | str) -> Key:
-    """(size, mtime_ns) of ``path``; (-1, -1) when it cannot be read (it matches no row)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return -1, -1
-    return st.st_size, st.st_mtime_ns
-
-
-# -- output tables --------------------------------------------------------------------------------
 class Table:
     """One row per file, as a CSV line or a JSON line, for one label set."""
 
@@ -218,26 +184,6 @@ class _Appender:
                 raise
 
 
-def _lock(path: Path, what: Path) -> io.TextIOWrapper:
-    """Hold a POSIX lock on ``path`` for writing ``what`` (ConfigError if another run holds it).
-
-    fcntl locks belong to the process: forked decoding workers do not inherit them and the
-    kernel drops them when the process dies, so a re-run right after kill -9 can start.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a")  # noqa: SIM115 (closed by Outputs.close())
-    try:
-        import fcntl
-
-        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise ConfigError(f"{what}: another genretag tag run is writing it") from None
-    except ImportError:  # not POSIX: no lock
-        pass
-    return handle
-
-
 def sibling(path: Path, tail: str) -> Path:
     return path.with_name(path.stem + tail)
 
@@ -290,7 +236,10 @@ class Outputs:
 
     def open(self) -> None:
         """Lock this run's files, cut torn last lines, and start a new errors file."""
-        self.lock = _lock(self.own.with_name(f".{self.own.name}.lock"), self.own)
+        self.lock = ExitStack()
+        self.lock.enter_context(
+            exclusive(self.own.with_name(f".{self.own.name}.lock"), str(self.own))
+        )
         self.rows = _Appender(self.own, self.table.header)
         self.timelines = (
             _Appender(sibling(self.own, ".segments.jsonl"), None) if self.segments else None
@@ -312,12 +261,14 @@ class Outputs:
         path: Path,
         key: Key,
         steps: np.ndarray,
+        starts_s: list[float],
         duration: float,
         hop_s: float,
         window_s: float,
     ) -> str:
-        """The JSON line of a file's window scores ``steps`` (N, C); SRT captions if multiclass."""
-        starts = [round(i * hop_s, 3) for i in range(len(steps))]
+        """The JSON line of a file's window scores ``steps`` (N, C) starting at ``starts_s``;
+        SRT captions too when the model is multiclass."""
+        starts = [round(t, 3) for t in starts_s]
         labels = self.table.labels
         row = {
             "path": str(path),
@@ -339,7 +290,6 @@ class Outputs:
             if appender is not None:
                 appender.close()
         if self.lock is not None:
-            Path(self.lock.name).unlink(missing_ok=True)
             self.lock.close()
 
     def finish(self) -> int:
@@ -364,7 +314,7 @@ class Outputs:
                 path.unlink(missing_ok=True)
         errors = sibling(self.out, ".errors.csv")
         if lines:
-            _atomic_write(errors, [_csv_line(["path", "error"]), *lines])
+            atomic_write(errors, "".join([_csv_line(["path", "error"]), *lines]))
         else:
             errors.unlink(missing_ok=True)
         return len(lines)
@@ -402,7 +352,7 @@ def _compact(
             for n, line in enumerate(_lines(source, header is not None))
             if (s, n) in wanted
         ]
-        _atomic_write(target, lines)
+        atomic_write(target, "".join(lines))
     return {p: v[0] for p, v in kept.items()}
 
 
@@ -410,7 +360,7 @@ def _keep(path: str, key: Key, stale_check: bool, keep: dict[str, Key] | None) -
     if keep is not None:
         return path in keep
     if stale_check:
-        now = file_key(path)
+        now = file_key(real_path(path))
         return now == key or now == (-1, -1)  # a file gone (or on another machine) keeps its row
     return True
 
@@ -421,246 +371,3 @@ def _ends_whole(path: Path) -> bool:
     with open(path, "rb") as handle:
         handle.seek(-1, os.SEEK_END)
         return handle.read(1) == b"\n"
-
-
-def _atomic_write(path: Path, lines: Iterable[str]) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "wb") as handle:
-        for line in lines:
-            handle.write(line.encode("utf-8", "surrogateescape"))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-
-
-def write_srt(folder: Path, path: Path, top: list[str], hop_s: float, duration: float) -> Path:
-    """SRT captions of the top label per segment (runs of one label merged) for ``path``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha1(str(path).encode("utf-8", "surrogateescape")).hexdigest()[:8]
-    target = folder / f"{path.stem}.{digest}.srt"
-    cues, start = [], 0
-    for i in range(1, len(top) + 1):
-        if i == len(top) or top[i] != top[start]:
-            end = min(i * hop_s, max(duration, start * hop_s))
-            cues.append(
-                f"{len(cues) + 1}\n{_srt_time(start * hop_s)} --> {_srt_time(end)}\n{top[start]}\n"
-            )
-            start = i
-    _atomic_write(target, ["\n".join(cues)])
-    return target
-
-
-def _srt_time(seconds: float) -> str:
-    ms = round(seconds * 1000)
-    return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
-
-
-# -- genre tags in audio files ------------------------------------------------------------------
-class TagWriteError(Exception):
-    """A genre could not be written; ``str(err)`` is ``"<path>: <reason>"``."""
-
-    def __init__(self, path: str | os.PathLike, reason: str) -> None:
-        self.path, self.reason = str(path), reason
-        super().__init__(f"{self.path}: {reason}")
-
-
-@dataclass(frozen=True)
-class GenreChange:
-    """The genre values of one file before and after (equal when nothing is to be written)."""
-
-    path: Path
-    before: tuple[str, ...]
-    after: tuple[str, ...]
-
-    @property
-    def changed(self) -> bool:
-        return self.before != self.after
-
-    def describe(self) -> str:
-        """One line for --dry-run and logs: ``path: [old] -> [new]``."""
-        return f"{self.path}: {_show(self.before)} -> {_show(self.after)}"
-
-
-def _show(genres: tuple[str, ...]) -> str:
-    return "; ".join(genres) if genres else "(none)"
-
-
-def _open(path: Path) -> Any:
-    """The mutagen file object for ``path`` (TagWriteError if mutagen cannot read it)."""
-    try:
-        tagged = mutagen.File(path)
-    except Exception as error:
-        raise TagWriteError(path, f"cannot read tags ({error})") from None
-    if tagged is None:
-        raise TagWriteError(path, "no genre tag support for this file type")
-    return tagged
-
-
-def _kind(tagged: Any) -> Literal["id3", "vorbis", "mp4"]:
-    if isinstance(tagged, (ID3FileType, WAVE, AIFF)):
-        return "id3"
-    if isinstance(tagged, (FLAC, OggFileType)):
-        return "vorbis"
-    if isinstance(tagged, MP4):
-        return "mp4"
-    raise TagWriteError(tagged.filename, f"no genre tag support for {type(tagged).__name__} files")
-
-
-def _genres(tagged: Any) -> tuple[str, ...]:
-    """The genre values stored in ``tagged`` (empty when there are none)."""
-    tags, kind = tagged.tags, _kind(tagged)
-    if tags is None:
-        return ()
-    if kind == "id3":
-        values = [g for frame in tags.getall("TCON") for g in frame.genres]
-    elif kind == "vorbis":
-        values = list(tags.get("genre", []))
-    else:
-        values = [str(g) for g in tags.get(_MP4_GENRE, [])]
-        names = TCON.GENRES
-        values += [names[n - 1] for n in tags.get(_MP4_GENRE_ID, []) if 0 < n <= len(names)]
-    return tuple(v for v in (s.strip() for s in values) if v)
-
-
-def _set_genres(tagged: Any, genres: tuple[str, ...]) -> None:
-    if tagged.tags is None:
-        tagged.add_tags()
-    tags, kind = tagged.tags, _kind(tagged)
-    if kind == "id3":
-        tags.delall("TCON")
-        tags.add(TCON(encoding=3, text=list(genres)))
-    elif kind == "vorbis":
-        tags["GENRE"] = list(genres)
-    else:
-        tags.pop(_MP4_GENRE_ID, None)
-        tags[_MP4_GENRE] = list(genres)
-
-
-def _save(tagged: Any, kind: str) -> None:
-    if kind == "id3":
-        version = tagged.tags.version[1] if tagged.tags.version[1] in (3, 4) else 4
-        # v23_sep=None: several values null-separated in v2.3 too, so "Old-Time / Historic" stays one.
-        tagged.save(v2_version=version, v23_sep=None)
-    else:
-        tagged.save()
-
-
-def _other_tags(tagged: Any) -> list[tuple[str, str]]:
-    """Every tag but the genre (FLAC pictures included), as comparable (key, repr) pairs."""
-    skip = {"TCON", "genre", _MP4_GENRE, _MP4_GENRE_ID}
-    pictures = [
-        ("picture", repr((p.type, p.mime, p.desc, p.data))) for p in getattr(tagged, "pictures", [])
-    ]
-    if tagged.tags is None:
-        return pictures
-    if _kind(tagged) == "vorbis":
-        return pictures + sorted((k.lower(), v) for k, v in tagged.tags if k.lower() not in skip)
-    return pictures + sorted(
-        (str(k), repr(v)) for k, v in tagged.tags.items() if str(k) not in skip
-    )
-
-
-def _audio_digest(path: Path) -> tuple[int, str]:
-    """(samples, hash) of the decoded audio at its native rate, in bounded memory."""
-    digest, count = hashlib.blake2b(digest_size=16), 0
-    rate = audio.info(path).sample_rate
-    for block in audio.stream(path, sr=rate):
-        digest.update(block.tobytes())
-        count += len(block)
-    return count, digest.hexdigest()
-
-
-def plan(path: str | os.PathLike, genres: list[str] | tuple[str, ...], mode: Mode) -> GenreChange:
-    """What writing ``genres`` with ``mode`` would do to ``path`` (nothing is written).
-
-    skip: keep a file that has any genre; overwrite: replace the genres; merge: keep the
-    existing genres and append the new ones not already there (case-insensitive).
-    """
-    path = Path(path)
-    before = _genres(_open(path))
-    wanted = tuple(dict.fromkeys(g.strip() for g in genres if g.strip()))
-    if mode == "skip":
-        after = before if before else wanted
-    elif mode == "overwrite":
-        after = wanted
-    else:
-        have = {g.casefold() for g in before}
-        after = before + tuple(g for g in wanted if g.casefold() not in have)
-    return GenreChange(path, before, after)
-
-
-def write_genres(
-    path: str | os.PathLike, genres: list[str] | tuple[str, ...], mode: Mode, dry_run: bool = False
-) -> GenreChange:
-    """Write ``genres`` into ``path`` (see :func:`plan`); returns the change, applied unless dry_run.
-
-    The original is replaced only by a verified copy (atomic rename); on any failure it is
-    untouched and TagWriteError is raised. A change that empties the genre list is not written.
-    """
-    change = plan(path, genres, mode)
-    if not change.after:  # nothing passed the threshold: never erase a genre
-        return GenreChange(change.path, change.before, change.before)
-    if dry_run or not change.changed:
-        return change
-    target = change.path.resolve()  # a symlink keeps pointing at the updated file
-    temp = target.with_name(f".{target.stem}{TEMP_MARK}{target.suffix}")
-    try:
-        shutil.copy2(target, temp)
-        _update_copy(target, temp, change.after)
-        _replace(target, temp)
-    except TagWriteError:
-        raise
-    except Exception as error:
-        raise TagWriteError(target, f"tag write failed, file unchanged ({error})") from error
-    finally:
-        temp.unlink(missing_ok=True)
-    log.debug("wrote %s", change.describe())
-    return change
-
-
-def _update_copy(original: Path, temp: Path, genres: tuple[str, ...]) -> None:
-    """Write ``genres`` into ``temp`` (a copy of ``original``) and prove nothing else changed."""
-    before = _open(original)
-    kind = _kind(before)
-    tagged = type(before)(temp)
-    _set_genres(tagged, genres)
-    _save(tagged, kind)
-    after = type(before)(temp)
-    if _genres(after) != genres:
-        raise TagWriteError(
-            original, f"genre did not read back ({_show(_genres(after))}); file unchanged"
-        )
-    if _other_tags(after) != _other_tags(before):
-        raise TagWriteError(original, "the tag library changed other tags; file unchanged")
-    try:
-        same_audio = _audio_digest(temp) == _audio_digest(original)
-    except audio.AudioDecodeError as error:
-        raise TagWriteError(
-            original, f"cannot verify the audio ({error.reason}); file unchanged"
-        ) from None
-    if not same_audio:
-        raise TagWriteError(original, "the audio changed after the tag write; file unchanged")
-
-
-def _replace(target: Path, temp: Path) -> None:
-    """Flush ``temp`` to disk, keep the original's owner, and rename it over ``target``."""
-    stat = target.stat()
-    with open(temp, "rb+") as handle:
-        os.fsync(handle.fileno())
-    if hasattr(os, "chown") and (stat.st_uid, stat.st_gid) != (
-        temp.stat().st_uid,
-        temp.stat().st_gid,
-    ):
-        try:
-            os.chown(temp, stat.st_uid, stat.st_gid)
-        except PermissionError:
-            log.debug("could not keep the owner of %s", target)
-    os.replace(temp, target)
-    try:
-        folder = os.open(target.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
