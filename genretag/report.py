@@ -148,12 +148,8 @@ def _svg(fig) -> str:
 
 
 def _figure(width: float, height: float):
-    try:
-        from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
-    except ImportError:
-        raise ConfigError(
-            "genretag report needs matplotlib: pip install 'genretag[report]'"
-        ) from None
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
+
     return Figure(figsize=(width, height), layout="constrained")
 
 
@@ -313,8 +309,12 @@ def write_report(
     ``errors`` / ``segments`` default to ``<stem>.errors.csv`` / ``<stem>.segments.jsonl``
     beside the table, when those exist. At most ``max_timelines`` timelines are drawn.
     """
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:
+        raise ConfigError(
+            "genretag report needs matplotlib: pip install 'genretag[report]'"
+        ) from None
     table, out = Path(table), Path(out)
     errors = errors or table.with_name(table.stem + ".errors.csv")
     segments = segments or table.with_name(table.stem + ".segments.jsonl")
@@ -399,3 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(f"wrote {out}")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
