@@ -142,7 +142,7 @@ def read_errors(path: Path | None) -> pd.DataFrame:
 # -- pictures -------------------------------------------------------------------------------------
 def _svg(fig) -> str:
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    fig.savefig(buf, format="svg", metadata={"Date": None})  # constrained layout: no "tight" pass
     text = buf.getvalue()
     return text[text.index("<svg") :]  # no XML prolog or DOCTYPE inside HTML
 
@@ -178,10 +178,9 @@ def scores_svg(scores: pd.DataFrame, threshold: float) -> str:
     ax.boxplot(data, orientation="horizontal", whis=(5, 95), showfliers=False, widths=0.6)
     ax.set_yticks(np.arange(1, len(order) + 1), [_short(n) for n in order])
     ax.invert_yaxis()
-    ax.axvline(threshold, color="tab:red", lw=1, ls="--", label=f"threshold {threshold:g}")
+    ax.axvline(threshold, color="tab:red", lw=1, ls="--")
     ax.set_xlim(0, 1)
-    ax.set_xlabel("score")
-    ax.legend(loc="lower right")
+    ax.set_xlabel(f"score (red: the threshold, {threshold:g})")
     return _svg(fig)
 
 
