@@ -101,3 +101,83 @@ def multiclass_scores(probs: Tensor, target: Tensor) -> dict[str, Tensor]:
         "roc_auc": auroc,
         "accuracy_per_class": torch.where(present, hits / counts.clamp(min=1), torch.nan),
     }
+
+
+# -- bootstrap intervals -------------------------------------------------------------------------
+def bootstrap_intervals(
+    probs: Tensor, targets: Tensor, draws: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of macro ROC-AUC and PR-AUC: ``{"roc_auc": (lo, hi), ...}``.
+
+    probs, targets: (N, C). Each of ``draws`` resamples takes N tracks with replacement (seeded:
+    the same seed gives the same interval) and scores them with the rule of
+    :func:`multilabel_scores` (macro over the labels that have both positives and negatives in
+    that resample). Vectorised: a resample is a (draws, N) count of each track, and both AUCs are
+    weighted sums over each label's sorted scores, so 1000 draws of 800 x 16 take well under 1 s.
+    (NaN, NaN) when no resample has a defined label.
+    """
+    n = probs.shape[0]
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randint(n, (draws, n), generator=generator)
+    counts = torch.zeros(draws, n, dtype=torch.float64).scatter_add_(
+        1, picks, torch.ones(draws, n, dtype=torch.float64)
+    )
+    roc, pr = weighted_macro_aucs(probs.cpu(), targets.cpu(), counts)
+    alpha = (1.0 - level) / 2
+    out = {}
+    for name, values in (("roc_auc", roc), ("pr_auc", pr)):
+        values = values[~values.isnan()]
+        if len(values) == 0:
+            out[name] = (float("nan"), float("nan"))
+            continue
+        q = torch.quantile(values, torch.tensor([alpha, 1.0 - alpha], dtype=values.dtype))
+        out[name] = (float(q[0]), float(q[1]))
+    return out
+
+
+def weighted_macro_aucs(probs: Tensor, targets: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+    """Macro ROC-AUC and average precision of (N, C) scores under (D, N) track weights: (D,), (D,).
+
+    With integer weights (counts of each track in a resample) this equals
+    :func:`multilabel_scores` on the resampled set (tied scores count one half for ROC-AUC and
+    form one threshold for average precision, as in torchmetrics). NaN where no label is defined.
+    """
+    targets = targets.round().bool()
+    # Tracks along rows, draws along columns: gathers and cumsums then move whole rows. float32:
+    # counts and their partial sums are exact integers, and the AUCs good to ~1e-6.
+    weights_t = weights.to(torch.float32).t().contiguous()  # (N, D)
+    roc_sum = torch.zeros(weights.shape[0], dtype=torch.float64)
+    pr_sum = torch.zeros_like(roc_sum)
+    defined = torch.zeros_like(roc_sum)
+    for c in range(probs.shape[1]):
+        order = torch.argsort(probs[:, c].double(), descending=True, stable=True)
+        scores, positive = probs[order, c].double(), targets[order, c].unsqueeze(1)
+        w = weights_t[order]  # (N, D), best score first
+        pos_w = w * positive
+        cum_tp, cum_all = torch.cumsum(pos_w, 0), torch.cumsum(w, 0)
+        ends = torch.nonzero(scores[1:] != scores[:-1]).squeeze(1)
+        if len(ends) < len(scores) - 1:  # ties: one threshold per group of equal scores
+            ends = torch.cat([ends, torch.tensor([len(scores) - 1])])
+            cum_tp, cum_all = cum_tp[ends], cum_all[ends]  # (G, D)
+            tp = torch.diff(cum_tp, dim=0, prepend=torch.zeros_like(cum_tp[:1]))
+            tied = torch.diff(cum_all, dim=0, prepend=torch.zeros_like(cum_all[:1]))
+        else:
+            tp, tied = pos_w, w
+        n_pos, n_all = cum_tp[-1], cum_all[-1]
+        n_neg = n_all - n_pos
+        ok = (n_pos > 0) & (n_neg > 0)
+        # ROC-AUC: a positive beats the negatives after its group and half of those in it;
+        # the negatives before the middle of group g: (cum_all - cum_tp) - (tied - tp) / 2.
+        ahead = (cum_all - cum_tp).sub_(tied - tp, alpha=0.5)  # (G, D)
+        roc = (n_pos * n_neg - (tp * ahead).sum(0)) / (n_pos * n_neg).clamp(min=1)
+        # Average precision: sum over thresholds of (recall step) x (precision there).
+        ap = (tp * cum_tp / cum_all.clamp(min=1e-12)).sum(0) / n_pos.clamp(min=1)
+        roc_sum += torch.where(ok, roc, 0.0).double()
+        pr_sum += torch.where(ok, ap, 0.0).double()
+        defined += ok
+    nan = torch.full_like(roc_sum, float("nan"))
+    has = defined > 0
+    return (
+        torch.where(has, roc_sum / defined.clamp(min=1), nan),
+        torch.where(has, pr_sum / defined.clamp(min=1), nan),
+    )
