@@ -224,18 +224,20 @@ def gpu_tests(check: Check, tmp: Path) -> dict[str, Any]:
     return section
 
 
-def best_score(folder: Path) -> tuple[float | None, Path | None]:
-    """The best val/roc_auc and its checkpoint, from ModelCheckpoint states under ``folder``."""
+def best_score(folder: Path) -> tuple[float | None, Path | None, int | None]:
+    """The best val/roc_auc, its checkpoint (ModelCheckpoint states under ``folder``), epochs."""
     import torch
 
     best: tuple[float | None, Path | None] = (None, None)
+    epochs = None
     for path in sorted(folder.rglob("*.ckpt")):
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        epochs = max(epochs or 0, int(checkpoint.get("epoch", -1)) + 1)
         for key, state in checkpoint.get("callbacks", {}).items():
             score = state.get("best_model_score") if "val/roc_auc" in key else None
             if score is not None and (best[0] is None or float(score) > best[0]):
                 best = (float(score), Path(state.get("best_model_path") or path))
-    return best
+    return (*best, epochs)
 
 
 def demo_fit(check: Check, tmp: Path, corpus: tuple[Path, Path]) -> dict[str, Any]:
@@ -251,14 +253,12 @@ def demo_fit(check: Check, tmp: Path, corpus: tuple[Path, Path]) -> dict[str, An
     else:
         cmd += ["--data.init_args.demo_root", str(tmp / "demo")]
     code, output, seconds = check.run(cmd, check.sizes.fit_timeout, tmp / "demo_fit.log")
-    score, ckpt = best_score(root)
+    score, ckpt, epochs = best_score(root)
     section: dict[str, Any] = {
         "command": " ".join(cmd[1:]), "returncode": code, "wall_s": round(seconds, 1),
         "best_val_roc_auc": None if score is None else round(score, 4),
-        "checkpoint": str(ckpt) if ckpt else None,
+        "checkpoint": str(ckpt) if ckpt else None, "epochs": epochs,
     }  # fmt: skip
-    epochs = re.findall(r"Epoch (\d+)", output)
-    section["epochs_seen"] = int(epochs[-1]) + 1 if epochs else None
     if code != 0 or score is None:
         raise RuntimeError(f"genretag fit exited with {code}; output tail:\n{_tail(output)}")
     return section

@@ -39,6 +39,7 @@ def test_device_check_dry_run_on_cpu(tmp_path: Path):
     assert tests["returncode"] == 0 and tests["skipped"] == 3 and tests["failed"] == 0
     assert 0.0 <= result["demo_fit"]["best_val_roc_auc"] <= 1.0
     assert Path(result["demo_fit"]["checkpoint"]).name.endswith(".ckpt")
+    assert result["demo_fit"]["epochs"] == 1
     (variant,) = result["train_step"]["variants"].values()
     assert variant["clips_per_s"] > 0 and 0 < variant["frontend_share"] < 1
     workers = result["loader"]["workers"]
