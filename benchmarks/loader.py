@@ -65,6 +65,19 @@ def clips_per_second(
         paths, batch_size=batch_size, num_workers=workers, window_seconds=seconds,
         cache_dir=cache_dir,
     )  # fmt: skip
+    return time_train_loader(data, min_time, min_batches)
+
+
+def time_train_loader(
+    data: ClipDataModule, min_time: float, min_batches: int
+) -> dict[str, float | int | None]:
+    """Steady-state clips/s of ``data.train_dataloader()`` (any ClipDataModule, set up here).
+
+    Timed from the first batch (workers started, excluded) for at least ``min_batches`` and
+    ``min_time`` seconds, starting new epochs as needed. Also the CPU the workers and the main
+    process used (``cpu_busy``: share of the workers' cores they got).
+    """
+    workers = data.num_workers
     data.setup("fit")
     loader = data.train_dataloader()
     iterator = iter(loader)

@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import json
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,18 @@ LABELS = [f"genre{i}" for i in range(16)]
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], object], device: torch.device, steps: int, warmup: int) -> float:
+    """Seconds per call of ``fn``: ``warmup`` calls, then ``steps`` timed ones (GPU synchronised)."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    sync(device)
+    return (time.perf_counter() - start) / steps
 
 
 def measure(
@@ -49,22 +62,9 @@ def measure(
         optimizer.step()
 
     model.train()
-    for _ in range(warmup):
-        step()
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync(device)
-    per_step = (time.perf_counter() - start) / steps
+    per_step = timed(step, device, steps, warmup)
     with torch.no_grad(), autocast:
-        model.frontend(audio)
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            model.frontend(audio)
-        sync(device)
-        per_frontend = (time.perf_counter() - start) / steps
+        per_frontend = timed(lambda: model.frontend(audio), device, steps, 1)
     return {
         "ms_per_step": round(per_step * 1000, 2),
         "clips_per_s": round(len(audio) / per_step, 1),
