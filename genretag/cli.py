@@ -30,7 +30,11 @@ DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 OWN_COMMANDS = {
     "tag": ("genretag.tagger.command", "tag a music library with a trained checkpoint"),
     "download": ("genretag.data.download", "download, verify and extract FMA or FSDKaggle2018"),
-    "prepare": ("genretag.data.cache", "decode a dataset once into the decoded-audio cache"),
+    "prepare": ("genretag.data.prepare", "decode a dataset once into the decoded-audio cache"),
+    "export": ("genretag.export", "write a checkpoint made for sharing (weights, settings, card)"),
+    "report": ("genretag.report", "one HTML page about a tag run's results"),
+    "compare": ("genretag.compare", "compare runs from their logs (lightning_logs/version_*)"),
+    "baseline": ("genretag.baseline", "librosa features + logistic regression, logged as a run"),
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 USAGE = f"""usage: genretag COMMAND [options]    (genretag COMMAND --help for each)

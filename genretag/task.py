@@ -24,12 +24,12 @@ from genretag.features import FRONTEND_KEYS, LogMel, SpecAugment
 from genretag.heads import Task, make_head
 from genretag.inference import PadMode, clip_scores
 from genretag.metrics import ClipPredictions
-from genretag.models.crnn import CRNN
+from genretag.models import build_trunk
 
 log = logging.getLogger(__name__)
 
 # Hyper-parameters that must match for trunk weights to be reusable (transfer, checks).
-TRUNK_KEYS = ("channels", "gru_hidden", "gru_layers")
+TRUNK_KEYS = ("trunk", "channels", "gru_hidden", "gru_layers")
 STAGES = ("train", "val", "test", "predict")
 
 
@@ -49,6 +49,7 @@ class TaggingTask(pl.LightningModule):
         channels: tuple[int, ...] = (64, 128, 128, 128),
         gru_hidden: int = 128,
         gru_layers: int = 2,
+        trunk: dict[str, Any] | None = None,
         dropout: float = 0.1,
         lr: float = 1e-3,
         weight_decay: float = 1e-2,
@@ -69,6 +70,9 @@ class TaggingTask(pl.LightningModule):
                 kept so that ``tag`` pads as evaluation did.
             n_fft, hop_length, n_mels, f_min, f_max: log-mel front-end settings.
             channels, gru_hidden, gru_layers, dropout: CRNN trunk size.
+            trunk: another trunk of genretag.models instead of the CRNN, as
+                ``{"class_path": "genretag.models.fcn.FCN", "init_args": {...}}`` (kept in the
+                checkpoint as plain data; only genretag.models' trunks can be named).
             lr, weight_decay: AdamW with a one-cycle schedule over the whole run.
             spec_augment: time/frequency masking of training log-mels.
             mixup_alpha: Beta(alpha, alpha) waveform mixup of training pairs; 0 disables.
@@ -87,7 +91,14 @@ class TaggingTask(pl.LightningModule):
         self.labels = list(labels)
         self.frontend = LogMel(sample_rate, n_fft, hop_length, n_mels, f_min, f_max)
         self.augment = SpecAugment() if spec_augment else nn.Identity()
-        self.trunk = CRNN(n_mels, tuple(channels), gru_hidden, gru_layers, dropout)
+        self.trunk = build_trunk(
+            trunk,
+            n_mels,
+            channels=tuple(channels),
+            gru_hidden=gru_hidden,
+            gru_layers=gru_layers,
+            dropout=dropout,
+        )
         self.head = make_head(
             task, self.trunk.out_features, len(labels), dropout, threshold, label_smoothing
         )

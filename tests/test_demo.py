@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from genretag.data import demo, demo_music
 from genretag.data.audio import decode
+from genretag.synth import demo
+from genretag.synth import music as demo_music
 
 # The first three lines of FMA's real fma_metadata/tracks.csv, byte for byte.
 FMA_HEADER = [
@@ -231,7 +232,8 @@ def _tiny_plan(seed: int = 0) -> list[demo.DemoTrack]:
 CONCURRENT = """
 import sys, time
 from pathlib import Path
-from genretag.data import demo, demo_music
+from genretag.synth import demo
+from genretag.synth import music as demo_music
 
 root, log, go = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 full_plan, synthesize = demo.plan, demo._synthesize
@@ -271,7 +273,7 @@ def test_interrupted_run_is_cleaned_up_and_redone(tmp_path, monkeypatch, caplog)
     root = tmp_path / "data"
     (root / ".demo-killed.tmp" / "fma_demo").mkdir(parents=True)
     (root / "fma_demo" / "000").mkdir(parents=True)  # renamed just before a crash
-    with caplog.at_level("INFO", logger="genretag.data.demo"):
+    with caplog.at_level("INFO", logger="genretag.synth.demo"):
         meta_dir, audio_dir = demo.ensure_demo(root)
     assert "synthesizing the demo corpus in" in caplog.text and "(3 tracks)" in caplog.text
     assert len(pd.read_csv(meta_dir / "tracks.csv", index_col=0, header=[0, 1])) == 3

@@ -19,6 +19,7 @@ from genretag.data import freesound
 from genretag.data.datamodules import FreesoundDataModule
 from genretag.errors import ConfigError
 from genretag.metrics import map_at_k, multiclass_scores
+from genretag.synth.freesound import synthesize
 from genretag.task import TaggingTask, load_checkpoint
 from tests.conftest import TINY_MODEL, fit_args, make_fma
 
@@ -63,7 +64,7 @@ def corpora(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     1 test clip each, 3 Ignored test clips in Kaggle's; 0.3-3 s WAVs and one of 30 s."""
     root = tmp_path_factory.mktemp("fsd")
     return {
-        layout: freesound.synthesize(root / layout, layout, seconds=(0.3, 2.0))
+        layout: synthesize(root / layout, layout, seconds=(0.3, 2.0))
         for layout in ("official", "kaggle")
     }
 

@@ -30,30 +30,24 @@ up, a crash before the data reached the disk) is deleted and decoded again.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 
 from genretag.data import audio
 from genretag.data.audio import AudioDecodeError
-from genretag.errors import ConfigError
-from genretag.system import available_cores
-
-if TYPE_CHECKING:
-    from genretag.data.datamodules import ClipDataModule
+from genretag.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -76,21 +70,6 @@ def to_pcm16(x: np.ndarray) -> np.ndarray:
 def from_pcm16(pcm: np.ndarray) -> np.ndarray:
     """int16 (T,) (a memory map or an array) -> float32 (T,) in [-1, 1), in one pass."""
     return np.multiply(pcm, np.float32(1.0 / FULL_SCALE), dtype=np.float32)
-
-
-def _write_atomic(target: Path, write: Callable[[object], None]) -> None:
-    """Write through ``write(file)`` to a temporary file beside ``target``, then rename it."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(
-        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
-    )
-    try:
-        with handle:
-            write(handle)
-        os.replace(handle.name, target)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
 
 
 class DecodedCache:
@@ -171,11 +150,11 @@ class DecodedCache:
             x = audio.decode(path, self.sample_rate)
         except AudioDecodeError as error:
             record = json.dumps({"path": str(path), "reason": error.reason}).encode()
-            _write_atomic(bad, lambda f: f.write(record))
+            atomic_write(bad, lambda f: f.write(record))
             raise
         pcm = to_pcm16(x)
         header = MAGIC + len(pcm).to_bytes(8, "little")
-        _write_atomic(
+        atomic_write(
             stored, lambda f: (f.write(header), f.write(pcm.astype(PCM_DTYPE, copy=False).data))
         )
         return stored, len(pcm), pcm
@@ -249,100 +228,3 @@ def fill(
                 pool.shutdown(cancel_futures=True)
     report.seconds = time.perf_counter() - start
     return report
-
-
-# -- `python -m genretag prepare` ------------------------------------------------------------------
-def load_datamodule(configs: Sequence[str], overrides: Sequence[str]) -> ClipDataModule:
-    """The data module that ``fit --config ...`` would build, from the configs' ``data`` section.
-
-    Only ``data`` matters here, so it is read from the YAML files (later files win, key by key,
-    as in LightningCLI) and given with the ``--data.*`` overrides to a jsonargparse parser for
-    the data module alone: the same class resolution and type checks as ``fit``, without
-    building a model or a trainer.
-    """
-    import yaml
-    from jsonargparse import ArgumentParser
-
-    from genretag.data.datamodules import ClipDataModule
-
-    data: dict = {}
-    for config in configs:
-        try:
-            loaded = yaml.safe_load(Path(config).read_text()) or {}
-        except OSError as error:
-            raise ConfigError(f"--config: cannot read {config} ({error.strerror})") from None
-        section = loaded.get("data") if isinstance(loaded, dict) else None
-        if isinstance(section, dict):
-            data = _merged(data, section)
-    if not data and not any(o.startswith("--data") for o in overrides):
-        raise ConfigError(
-            "prepare: no data section; pass --config with a training config (configs/*.yaml)"
-        )
-    parser = ArgumentParser(exit_on_error=False, parser_mode="omegaconf")
-    parser.add_subclass_arguments(ClipDataModule, "data", required=True)
-    args = ([f"--data={json.dumps(data)}"] if data else []) + list(overrides)
-    try:
-        cfg = parser.parse_args(args)
-    except Exception as error:  # jsonargparse's ArgumentError: a wrong key or value
-        raise ConfigError(f"prepare: {error}") from None
-    return parser.instantiate_classes(cfg).data
-
-
-def _merged(base: dict, update: dict) -> dict:
-    merged = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            value = _merged(merged[key], value)
-        merged[key] = value
-    if "class_path" in update and update["class_path"] != base.get("class_path"):
-        merged["init_args"] = update.get("init_args", {})  # another class: its own arguments
-    return merged
-
-
-def dataset_paths(datamodule: ClipDataModule) -> list[str]:
-    """Every distinct audio file of the training, validation and test splits, in order."""
-    paths: dict[str, None] = {}
-    for stage in ("train", "val", "test"):
-        try:
-            clips = datamodule.clip_list(stage)  # type: ignore[arg-type]
-        except ConfigError as error:
-            log.warning("prepare: skipping the %s split: %s", stage, error)
-            continue
-        paths.update(dict.fromkeys(clips.paths))
-    return list(paths)
-
-
-def main(argv: list[str]) -> int:
-    """``prepare``: decode a config's dataset into its cache; 1 if some tracks are bad."""
-    parser = argparse.ArgumentParser(
-        prog="genretag prepare",
-        allow_abbrev=False,
-        description="Decode every track of a config's dataset once into --data.cache_dir, "
-        "using every core, so that training reads crops from memory-mapped int16.",
-        epilog="Any --data.* option of `fit` is accepted, e.g. --data.cache_dir /fast/cache.",
-    )
-    parser.add_argument("--config", action="append", default=[], help="training YAML config")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: cores)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args, rest = parser.parse_known_args(argv)
-    unknown = [a for a in rest if a.startswith("--") and not a.startswith("--data")]
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)} (only --data.* options)")
-    datamodule = load_datamodule(args.config, rest)
-    cache = datamodule.cache
-    if cache is None:
-        raise ConfigError(
-            "data.cache_dir: not set; pass --data.cache_dir DIR (or set cache_dir in the config's "
-            "data section) to say where decoded audio goes"
-        )
-    paths = dataset_paths(datamodule)
-    workers = args.workers or available_cores()  # prepare has the machine to itself
-    log.info("decoding %d tracks at %d Hz into %s on %d processes", len(paths),
-             cache.sample_rate, cache.folder, workers)  # fmt: skip
-    report = fill(cache, paths, workers, progress=not args.no_progress)
-    for path, reason in list(report.bad.items())[:20]:
-        log.warning("bad track %s: %s", path, reason)
-    if len(report.bad) > 20:
-        log.warning("... and %d more bad tracks", len(report.bad) - 20)
-    print(f"prepared {cache.folder}: {report.summary()}")
-    return 1 if report.bad else 0

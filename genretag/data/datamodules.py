@@ -200,7 +200,7 @@ class FMADataModule(ClipDataModule):
         """The subset's tracks, splits and targets, read on first use (not in __init__, so a bad
         setting surfaces as one clear ConfigError when the CLI links the labels to the model)."""
         if self.demo_root is not None:
-            from genretag.data.demo import ensure_demo
+            from genretag.synth.demo import ensure_demo
 
             self.meta_dir, self.audio_dir = ensure_demo(Path(self.demo_root))
         return fma.label_tracks(self.meta_dir, self.subset, self.label_mode, self.min_tracks)
@@ -295,9 +295,9 @@ class FreesoundDataModule(ClipDataModule):
             raise ConfigError(f"data.unverified_weight: {self.unverified_weight} must be in [0, 1]")
         if self.demo_root is not None and not self.root.is_dir():
             log.info("writing a synthetic FSDKaggle2018-shaped demo corpus to %s", self.root)
-            freesound.synthesize(
-                self.root, train_per_class=12, verified_per_class=8, test_per_class=4
-            )
+            from genretag.synth.freesound import synthesize
+
+            synthesize(self.root, train_per_class=12, verified_per_class=8, test_per_class=4)
         return freesound.load(self.root, self.val_fraction, self.seed, self.max_missing)
 
     @property

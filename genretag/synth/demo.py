@@ -41,7 +41,7 @@ import pandas as pd
 import soundfile as sf
 
 from genretag.data import fma
-from genretag.data.demo_music import ROOTS, SR, STYLES, render
+from genretag.synth.music import ROOTS, SR, STYLES, render
 from genretag.system import available_cores
 
 try:
