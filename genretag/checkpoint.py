@@ -98,20 +98,24 @@ def _names(keys: list[str], n: int = 3) -> str:
     return ", ".join(keys[:n]) + more
 
 
+def _shape(value: Any) -> str:
+    """(2, 32) -> ``2x32``; a scalar tensor -> ``scalar``; not a tensor -> its type name."""
+    shape = getattr(value, "shape", None)
+    if shape is None:
+        return type(value).__name__
+    return "x".join(map(str, shape)) or "scalar"
+
+
 def weight_mismatch(model: nn.Module, state_dict: Mapping[str, Any]) -> str | None:
     """How ``state_dict`` fails to fit ``model`` in a few words, or None when it fits exactly.
 
     E.g. ``2 missing (head.1.weight, head.1.bias), 1 of another shape (trunk.gru.weight_ih_l0:
-    (96, 32) in the file, (384, 128) in the model)``: counts, and the first 3 names of each kind.
+    96x32 in the file vs 384x128 in the model)``: counts, and the first 3 names of each kind.
     """
     mine = model.state_dict()
     missing = [k for k in mine if k not in state_dict]
     unexpected = [k for k in state_dict if k not in mine]
-    reshaped = [
-        k
-        for k in mine
-        if k in state_dict and tuple(getattr(state_dict[k], "shape", ())) != tuple(mine[k].shape)
-    ]
+    reshaped = [k for k in mine if k in state_dict and _shape(state_dict[k]) != _shape(mine[k])]
     parts = []
     if missing:
         parts.append(f"{len(missing)} missing ({_names(missing)})")
@@ -119,8 +123,7 @@ def weight_mismatch(model: nn.Module, state_dict: Mapping[str, Any]) -> str | No
         parts.append(f"{len(unexpected)} unexpected ({_names(unexpected)})")
     if reshaped:
         shapes = [
-            f"{k}: {tuple(getattr(state_dict[k], 'shape', ()))} in the file, "
-            f"{tuple(mine[k].shape)} in the model"
+            f"{k}: {_shape(state_dict[k])} in the file vs {_shape(mine[k])} in the model"
             for k in reshaped
         ]
         parts.append(f"{len(reshaped)} of another shape ({_names(shapes)})")
