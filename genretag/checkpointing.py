@@ -27,6 +27,8 @@ import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
+from genretag.checkpoint import plain
+
 log = logging.getLogger(__name__)
 
 # last.ckpt, last-v1.ckpt ... (ModelCheckpoint adds -vN when the name is taken)
@@ -39,6 +41,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     A reader sees the old file or the new one, never a part: a kill leaves at most the temporary
     file, removed by the next save to the same path; a failed write (``ENOSPC``, ``EFBIG``) removes
     it and raises OSError naming the checkpoint. Remote paths (``s3://`` ...) go to Lightning.
+    Paths among the hyper-parameters are written as strings, so that every checkpoint loads with
+    :func:`genretag.checkpoint.load_checkpoint` (plain data only).
     """
 
     def save_checkpoint(
@@ -49,6 +53,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if "hyper_parameters" in checkpoint:  # paths as strings: the file loads as plain data
+            checkpoint = {**checkpoint, "hyper_parameters": plain(checkpoint["hyper_parameters"])}
         for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed save
             stale.unlink(missing_ok=True)
         tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
@@ -91,10 +97,12 @@ class RandomState(Callback):
     """
 
     def state_dict(self) -> dict[str, Any]:
-        kind, keys, position, has_gauss, gauss = np.random.get_state()
+        kind, keys, position, has_gauss, gauss = np.random.get_state(legacy=True)
+        # plain types only (str, tensor, int, float): loads with torch.load(weights_only=True)
+        numpy_state = (str(kind), torch.from_numpy(keys.astype(np.int64)), int(position))
         state: dict[str, Any] = {
             "torch": torch.get_rng_state(),
-            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss),
+            "numpy": (*numpy_state, int(has_gauss), float(gauss)),
             "python": random.getstate(),
         }
         if torch.cuda.is_available():

@@ -332,20 +332,9 @@ def _short(labels: list[str], n: int = 6) -> str:
 
 def load_checkpoint(path: str) -> dict[str, Any]:  # replaced by genretag.checkpoint
     """Read a checkpoint file and check that it is a genretag checkpoint (ConfigError if not)."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such checkpoint file") from None
-    except Exception as error:
-        raise ConfigError(
-            f"{path}: not a readable checkpoint ({error.__class__.__name__})"
-        ) from None
-    hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
-    if "state_dict" not in checkpoint or not {"labels", "sample_rate", "task"} <= set(hparams):
-        raise ConfigError(
-            f"{path}: not a genretag checkpoint (no labels/sample_rate in its hyper-parameters)"
-        )
-    return checkpoint
+    from genretag.checkpoint import load_checkpoint as _safe
+
+    return _safe(path)
 
 
 def load_model(path: str, map_location: str | torch.device = "cpu") -> TaggingTask:
