@@ -28,6 +28,7 @@ from lightning_fabric.plugins import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from genretag.checkpoint import plain
+from genretag.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -55,29 +56,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         if "hyper_parameters" in checkpoint:  # paths as strings: the file loads as plain data
             checkpoint = {**checkpoint, "hyper_parameters": plain(checkpoint["hyper_parameters"])}
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed save
-            stale.unlink(missing_ok=True)
-        tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except OSError as error:
-            tmp.unlink(missing_ok=True)
-            kept = "the previous one is intact" if path.exists() else "no earlier one exists"
-            raise OSError(
-                error.errno, f"could not write the checkpoint {path} ({error.strerror}); {kept}"
-            ) from error
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # the rename itself survives a power cut
-        finally:
-            os.close(directory)
+        atomic_write(path, lambda f: torch.save(checkpoint, f), what="the checkpoint ")
 
 
 def use_atomic_checkpoints(trainer: pl.Trainer) -> None:

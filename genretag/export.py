@@ -28,6 +28,7 @@ import yaml
 
 from genretag.checkpoint import load_checkpoint, plain
 from genretag.errors import ConfigError
+from genretag.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -128,26 +129,6 @@ def exported(checkpoint: dict[str, Any], source: str | os.PathLike) -> dict[str,
     }
 
 
-def _write_atomic(content: dict[str, Any], out: Path) -> None:
-    """torch.save to ``.NAME.PID.tmp`` beside ``out``, fsync, rename, fsync the folder."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(content, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    directory = os.open(out.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
 def export(source: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
     """Write the exported form of checkpoint ``source`` to ``out``; returns what was written.
 
@@ -162,7 +143,7 @@ def export(source: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
     if out.exists() and source.exists() and out.samefile(source):
         raise ConfigError(f"--out {out}: is the checkpoint being exported; give another name")
     content = exported(load_checkpoint(source), source)
-    _write_atomic(content, out)
+    atomic_write(out, lambda f: torch.save(content, f))
     back = load_checkpoint(out)  # the file a user is handed loads as data
     if back["state_dict"].keys() != content["state_dict"].keys():
         raise ConfigError(f"--out {out}: the written file does not read back whole; export again")

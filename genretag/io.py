@@ -49,9 +49,14 @@ def fsync_folder(folder: str | os.PathLike) -> None:
 
 
 def atomic_write(
-    target: str | os.PathLike, write: Callable[[BinaryIO], object] | bytes | str
+    target: str | os.PathLike,
+    write: Callable[[BinaryIO], object] | bytes | str,
+    what: str = "",
 ) -> None:
-    """Replace ``target`` with what ``write(file)`` writes (or the given bytes/text, UTF-8)."""
+    """Replace ``target`` with what ``write(file)`` writes (or the given bytes/text, UTF-8).
+
+    ``what`` names the file in an error ("the checkpoint "): could not write {what}{target}.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a killed write
@@ -71,7 +76,7 @@ def atomic_write(
         temp.unlink(missing_ok=True)
         kept = "the previous one is intact" if target.exists() else "no earlier one exists"
         raise OSError(
-            error.errno, f"could not write {target} ({error.strerror}); {kept}"
+            error.errno, f"could not write {what}{target} ({error.strerror}); {kept}"
         ) from error
     except BaseException:
         temp.unlink(missing_ok=True)

@@ -33,6 +33,8 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from genretag.io import atomic_write
+
 log = logging.getLogger(__name__)
 
 SUFFIX = ".m3u8"
@@ -76,7 +78,7 @@ def write_playlists(
             if path not in details:
                 details[path] = _extinf(path) if read_tags else f"-1,{_one_line(path.stem)}"
             lines += [f"#EXTINF:{details[path]}", _entry(path, folder)]
-        _atomic_write(folder / targets[genre], "\n".join(lines) + "\n")
+        atomic_write(folder / targets[genre], "\n".join(lines) + "\n")
     log.info("wrote %d playlists in %s", len(members), folder)
     return {genre: folder / targets[genre] for genre in members}
 
@@ -133,16 +135,3 @@ def _first(tags, key: str) -> str:
     except Exception:  # easy tag readers raise on odd frames
         return ""
     return str(values[0]).strip() if values else ""
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(temp, "wb") as handle:
-            handle.write(text.encode("utf-8", "surrogateescape"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise

@@ -23,7 +23,6 @@ import html
 import io
 import json
 import logging
-import os
 import re
 import sys
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from genretag.errors import ConfigError
+from genretag.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -322,17 +322,7 @@ def write_report(
     timelines = _json_lines(segments)[: max(max_timelines, 0)] if segments.is_file() else []
     with matplotlib.rc_context(RC):
         page = render(table, files, scores, failed, timelines, threshold)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temp = out.with_name(f".{out.name}.tmp")
-    try:
-        with open(temp, "w", encoding="utf-8") as handle:
-            handle.write(page)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, out)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    atomic_write(out, page)
     log.info("wrote %s (%d files, %d failed)", out, len(files), len(failed))
 
 

@@ -18,7 +18,6 @@ genretag.metrics.map_at_k ranks them, so the file scores what ``test/map3`` repo
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
+from genretag.io import atomic_write
 from genretag.metrics import top_k
 
 log = logging.getLogger(__name__)
@@ -76,10 +76,7 @@ class SubmissionWriter(BasePredictionWriter):
         self.path = self._resolve(trainer)
         # A distributed sampler repeats clips to even out the ranks: keep each file once.
         table = pd.DataFrame(rows, columns=["fname", "label"]).drop_duplicates("fname")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, self.path)
+        atomic_write(self.path, table.to_csv(index=False))
         log.info("wrote %d predictions (top %d labels each) to %s", len(table), self.top, self.path)
 
     def _resolve(self, trainer: pl.Trainer) -> Path:

@@ -18,8 +18,10 @@ import torch
 from torch import Tensor, nn
 
 from genretag import constants
+from genretag.checkpoint import load_checkpoint, load_weights
 from genretag.data.datasets import Batch
 from genretag.errors import ConfigError
+from genretag.export import describe_card
 from genretag.features import FRONTEND_KEYS, LogMel, SpecAugment
 from genretag.heads import Task, make_head
 from genretag.inference import PadMode, clip_scores
@@ -294,7 +296,13 @@ class TaggingTask(pl.LightningModule):
             for k, v in checkpoint["state_dict"].items()
             if k.startswith("trunk.")
         }
-        self.trunk.load_state_dict(trunk)
+        load_weights(
+            self.trunk,
+            trunk,
+            path,
+            hint="its trunk is not this model's; use --model.trunk/channels/gru_hidden/gru_layers "
+            "as in its training",
+        )
         log.info("initialised the trunk from %s (%d tensors); the head is new", path, len(trunk))
 
     def on_train_epoch_start(self) -> None:
@@ -330,13 +338,6 @@ def _short(labels: list[str], n: int = 6) -> str:
     return "[" + ", ".join(map(str, labels[:n])) + more + "]"
 
 
-def load_checkpoint(path: str) -> dict[str, Any]:  # replaced by genretag.checkpoint
-    """Read a checkpoint file and check that it is a genretag checkpoint (ConfigError if not)."""
-    from genretag.checkpoint import load_checkpoint as _safe
-
-    return _safe(path)
-
-
 def load_model(path: str, map_location: str | torch.device = "cpu") -> TaggingTask:
     """A trained TaggingTask from a checkpoint file alone, in eval mode."""
     checkpoint = load_checkpoint(path)
@@ -346,5 +347,6 @@ def load_model(path: str, map_location: str | torch.device = "cpu") -> TaggingTa
         hparams["pad_mode"] = "loop" if hparams["task"] == "multiclass" else "zero"
     # The transfer source (init_from) may be gone by now; the trained weights are all here.
     model = TaggingTask(**{**hparams, "init_from": None})
-    model.load_state_dict(checkpoint["state_dict"])
+    load_weights(model, checkpoint["state_dict"], path)
+    model.card = describe_card(checkpoint)
     return model.to(map_location).eval()

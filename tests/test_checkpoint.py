@@ -279,11 +279,6 @@ def test_export_usage_errors_are_one_line(
     assert "genretag export lightning_logs/" in capsys.readouterr().out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="needs genretag.task.load_model to call genretag.checkpoint.load_weights (issue 16)",
-)
 def test_file_whose_weights_do_not_fit_its_settings_is_one_line(tmp_path: Path) -> None:
     model = TaggingTask(["a", "b"], **{**TINY, "gru_layers": 2})
     hparams = {**dict(model.hparams), "gru_layers": 1}  # edited, or from another version

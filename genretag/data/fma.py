@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from genretag.errors import ConfigError
+from genretag.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -185,11 +186,7 @@ def read_tracks(meta_dir: str | os.PathLike, cache: bool = True) -> pd.DataFrame
     tracks = _parse_tracks(path)
     if cache:
         try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-            with open(tmp, "wb") as f:
-                pickle.dump(tracks, f, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, cached)
+            atomic_write(cached, lambda f: pickle.dump(tracks, f, pickle.HIGHEST_PROTOCOL))
         except OSError as error:
             log.warning("could not cache the parsed tracks.csv in %s (%s)", cached.parent, error)
     return tracks
