@@ -62,6 +62,7 @@ def lightning_cli(args: list[str]):
             # The data decide what the model sees: labels, head type, rate and window length.
             for source, target in [
                 ("data.label_names", "model.labels"),
+                ("data.genre_tree", "model.genre_tree"),
                 ("data.task", "model.task"),
                 ("data.sample_rate", "model.sample_rate"),
                 ("data.window_seconds", "model.window_seconds"),

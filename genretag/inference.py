@@ -153,6 +153,7 @@ class Predictor:
         self.sample_rate = int(first.hparams["sample_rate"])
         self.window_seconds = float(first.hparams["window_seconds"])
         self.pad_mode: PadMode = first.hparams.get("pad_mode") or "zero"
+        self.genre_tree: dict[str, list[str]] = dict(first.hparams.get("genre_tree") or {})
         self.window = round(self.window_seconds * self.sample_rate)
         self.device = next(first.parameters()).device
         self.models, self.orders = [], []

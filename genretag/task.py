@@ -39,6 +39,7 @@ class TaggingTask(pl.LightningModule):
     def __init__(
         self,
         labels: list[str] | None = None,
+        genre_tree: dict[str, list[str]] | None = None,
         task: Task = "multilabel",
         sample_rate: int = constants.SAMPLE_RATE,
         window_seconds: float = constants.WINDOW_SECONDS,
@@ -65,6 +66,8 @@ class TaggingTask(pl.LightningModule):
         """
         Args:
             labels: label names, one output each (linked from the data module).
+            genre_tree: each label's ancestors in FMA's taxonomy, root first (linked from the
+                data module; ``tag --with-parents`` writes them), or None.
             task: multilabel (sigmoid + BCE) or multiclass (softmax + cross-entropy).
             sample_rate: Hz of the waveform the model takes (linked from the data module).
             window_seconds: length of one input window (training crop, evaluation window).

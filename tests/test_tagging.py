@@ -38,7 +38,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 # -- fixtures ------------------------------------------------------------------------------------
 def save_checkpoint(
-    path: Path, labels: list[str], task: str = "multilabel", seed: int = 0, window: float = 1.0
+    path: Path,
+    labels: list[str],
+    task: str = "multilabel",
+    seed: int = 0,
+    window: float = 1.0,
+    pad_mode: str = "zero",
 ) -> Path:
     """A real Lightning checkpoint of a tiny TaggingTask (random weights)."""
     torch.manual_seed(seed)
@@ -46,6 +51,7 @@ def save_checkpoint(
         labels=labels,
         task=task,
         window_seconds=window,
+        pad_mode=pad_mode,
         channels=(4, 8, 8, 8),
         gru_hidden=8,
         gru_layers=1,

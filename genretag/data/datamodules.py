@@ -115,6 +115,11 @@ class ClipDataModule(pl.LightningDataModule):
             return self.prefetch_factor
         return max(2, -(-8 // workers))
 
+    @property
+    def genre_tree(self) -> dict[str, list[str]] | None:
+        """Each label's ancestors in the data's taxonomy, root first (None: no taxonomy)."""
+        return None
+
     def clip_list(self, stage: Stage) -> ClipList:
         """The files, keys and targets of one stage (subclasses)."""
         raise NotImplementedError
@@ -208,6 +213,13 @@ class FMADataModule(ClipDataModule):
     @property
     def label_names(self) -> list[str]:
         return self.index.labels
+
+    @property
+    def genre_tree(self) -> dict[str, list[str]]:
+        """FMA's taxonomy for these labels, from genres.csv (``tag --with-parents``)."""
+        from genretag.vocabulary import genre_tree
+
+        return genre_tree(fma.read_genres(self.meta_dir), self.label_names)
 
     def clip_list(self, stage: Stage) -> ClipList:
         split = {"train": "training", "val": "validation", "test": "test"}[stage]

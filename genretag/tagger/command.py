@@ -20,10 +20,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import torch
 
+from genretag import vocabulary
 from genretag.errors import ConfigError
 from genretag.inference import Predictor, load_predictor
 from genretag.io import file_key
@@ -80,6 +82,38 @@ def build_parser() -> argparse.ArgumentParser:
     add("--mode", choices=filetags.MODES, default="skip",
         help="for files that have a genre: keep it (skip), replace it, or add to it (merge)")  # fmt: skip
     add("--dry-run", action="store_true", help="with --write-tags: print the changes only")
+    add(
+        "--genre-map",
+        type=Path,
+        metavar="FILE",
+        help="rename/merge/drop genres: a .yaml (rename:, drop:, keep:) or a label,genre .csv",
+    )
+    add(
+        "--with-parents",
+        action="store_true",
+        help="write each genre's FMA parents before it "
+        "(Electronic; Techno); they do not count against --max-genres",
+    )
+    add("--max-genres", type=int, metavar="N", help="genres chosen per file (default: --top-k)")
+    add(
+        "--min-score",
+        type=float,
+        metavar="P",
+        help="least score to choose a genre (default: --threshold)",
+    )
+    add(
+        "--report",
+        type=Path,
+        metavar="FILE.html",
+        help="at the end, an HTML report of the whole --out table (needs genretag[report])",
+    )
+    add(
+        "--playlists",
+        type=Path,
+        metavar="DIR",
+        help="at the end, one .m3u8 playlist per "
+        "chosen genre in DIR, paths relative to it (Navidrome, Jellyfin, mpd)",
+    )
     add("--quiet", action="store_true", help="no progress bar: errors and the summary only")
     return p
 
@@ -131,10 +165,13 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError("nothing to do: give --out FILE and/or --write-tags")
     if args.segments is not None and not args.out:
         raise ConfigError("--segments needs --out (the timeline goes next to it)")
+    if (args.report or args.playlists) and not args.out:
+        raise ConfigError("--report and --playlists read the --out table; add --out FILE")
     if args.dry_run and not args.write_tags:
         raise ConfigError("--dry-run previews --write-tags; add --write-tags")
     for name, value, low in [
         ("--top-k", args.top_k, 1),
+        ("--max-genres", args.max_genres, 1),
         ("--workers", args.workers, 0),
         ("--batch-size", args.batch_size, 1),
     ]:
@@ -143,8 +180,9 @@ def _check(args: argparse.Namespace) -> None:
     for name, value in [("--segments", args.segments), ("--hop", args.hop)]:
         if value is not None and not value > 0:
             raise ConfigError(f"{name} must be a positive number of seconds, got {value}")
-    if not 0.0 <= args.threshold <= 1.0:
-        raise ConfigError(f"--threshold must be in [0, 1], got {args.threshold}")
+    for name, value in [("--threshold", args.threshold), ("--min-score", args.min_score)]:
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{name} must be in [0, 1], got {value}")
     if args.segments and args.hop and args.segments != args.hop:
         raise ConfigError("--segments sets the hop between windows; leave out --hop")
 
@@ -232,6 +270,7 @@ def _run(args: argparse.Namespace) -> int:
         dist.barrier()  # every part is complete
     if outputs and rank == 0:
         failed = outputs.finish()  # this run's failures on every rank
+        _finish_extras(args)
     if world > 1:
         dist.destroy_process_group()
     log.log(logging.ERROR if summary.failed else logging.INFO, "%s", summary.line(args.out))
@@ -239,6 +278,43 @@ def _run(args: argparse.Namespace) -> int:
         errors = sibling(args.out, ".errors.csv")
         log.error("%d files failed on other ranks (see %s)", failed - summary.failed, errors)
     return 1 if failed or summary.failed else 0
+
+
+def _table(predictor: Predictor, args: argparse.Namespace, fmt: str) -> Table:
+    """The output table, with the genre choice of --genre-map/--with-parents/--max/--min."""
+    labels = predictor.labels
+    genre_map = vocabulary.GenreMap.load(args.genre_map, labels) if args.genre_map else None
+    parents = predictor.genre_tree if args.with_parents else None
+    if args.with_parents and not parents:
+        log.warning("--with-parents: the checkpoint has no genre tree (trained before it kept one)")
+    choose = partial(
+        vocabulary.choose,
+        labels=labels,
+        max_genres=args.max_genres or args.top_k,
+        min_score=args.threshold if args.min_score is None else args.min_score,
+        genre_map=genre_map,
+        parents=parents,
+    )
+    return Table(labels, args.top_k, args.threshold, fmt, choose)
+
+
+def _finish_extras(args: argparse.Namespace) -> None:
+    """--report and --playlists, from the whole --out table (earlier runs' files too)."""
+    if args.report:
+        from genretag import report
+
+        report.write_report(args.out, args.report)
+        log.info("wrote the report %s", args.report)
+    if args.playlists:
+        from genretag import playlists, report
+
+        files, _ = report.read_table(args.out)
+        rows = [
+            (real_path(p), genres or [])
+            for p, genres in zip(files["path"], files["genres"], strict=True)
+        ]
+        written = playlists.write_playlists(rows, args.playlists)
+        log.info("wrote %d playlists to %s", len(written), args.playlists)
 
 
 def _resume(
@@ -253,7 +329,7 @@ def _resume(
     if not args.out:
         return None, mine
     fmt = "jsonl" if args.out.suffix.lower() == ".jsonl" else "csv"
-    table = Table(ensemble.labels, args.top_k, args.threshold, fmt)
+    table = _table(ensemble, args, fmt)
     srt = ensemble.task == "multiclass"
     outputs = Outputs(args.out, table, rank, world, args.segments is not None, srt)
     done = outputs.done()
@@ -274,7 +350,7 @@ def _tag(
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    table = outputs.table if outputs else Table(ensemble.labels, args.top_k, args.threshold, "csv")
+    table = outputs.table if outputs else _table(ensemble, args, "csv")
     hop_s = args.segments or args.hop or ensemble.window_seconds
     hop = max(1, round(hop_s * ensemble.sample_rate))
     args.window_seconds = ensemble.window_seconds
@@ -327,7 +403,7 @@ def _one_file(
         summary.truncated += 1
         if outputs:
             outputs.error(shown, result.truncated)
-    genres = [label for label, _ in table.select(result.scores)]
+    genres = [name for name, _ in table.choose(result.scores)]
     if args.write_tags:
         _write_tags(result.path, genres, args, outputs, summary)
     summary.tagged += 1
@@ -383,7 +459,7 @@ def _retag_known(
     for number, (path, _, row) in enumerate(outputs.rows_in()):
         if latest.get(path) != number:
             continue
-        genres = [label for label, _ in outputs.table.select(outputs.table.scores(row))]
+        genres = [name for name, _ in outputs.table.choose(outputs.table.scores(row))]
         before = file_key(real_path(path))
         _write_tags(real_path(path), genres, args, outputs, summary)
         after = file_key(real_path(path))

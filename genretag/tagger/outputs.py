@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from genretag.errors import ConfigError
 from genretag.io import Key, atomic_write, exclusive, file_key
 from genretag.tagger.captions import write_srt
 from genretag.tagger.scan import real_path
+from genretag.vocabulary import join
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +37,25 @@ FIXED_COLUMNS = ["path", "duration", "size", "mtime_ns"]
 
 
 class Table:
-    """One row per file, as a CSV line or a JSON line, for one label set."""
+    """One row per file, as a CSV line or a JSON line, for one label set.
 
-    def __init__(self, labels: list[str], top_k: int, threshold: float, fmt: str) -> None:
+    Columns: path, duration, size, mtime_ns; ``genres``, the genres chosen for the file (what
+    ``--write-tags`` writes, "; "-separated; ``choose``, by default the top-k above the
+    threshold); the model's own top-k labels and scores; then one score column per label.
+    """
+
+    def __init__(
+        self,
+        labels: list[str],
+        top_k: int,
+        threshold: float,
+        fmt: str,
+        choose: Callable[[np.ndarray], list[tuple[str, float]]] | None = None,
+    ) -> None:
         self.labels, self.top_k, self.threshold, self.fmt = labels, top_k, threshold, fmt
+        self.choose = choose or self.select
         tops = [c for i in range(1, top_k + 1) for c in (f"top{i}", f"top{i}_score")]
-        self.columns = FIXED_COLUMNS + tops + labels
+        self.columns = FIXED_COLUMNS + ["genres"] + tops + labels
         self.header = _csv_line(self.columns) if fmt == "csv" else None
 
     def select(self, scores: np.ndarray) -> list[tuple[str, float]]:
@@ -58,12 +72,15 @@ class Table:
                 "size": key[0],
                 "mtime_ns": key[1],
             }
-            row["genres"] = [{"label": label, "score": round(s, 5)} for label, s in top]
+            row["genres"] = [
+                {"label": name, "score": round(s, 5)} for name, s in self.choose(scores)
+            ]
+            row["top"] = [{"label": label, "score": round(s, 5)} for label, s in top]
             row["scores"] = {
                 label: round(float(s), 5) for label, s in zip(self.labels, scores, strict=True)
             }
             return json.dumps(row, ensure_ascii=False) + "\n"
-        cells: list[Any] = [path, f"{duration:.3f}", *key]
+        cells: list[Any] = [path, f"{duration:.3f}", *key, join(self.choose(scores))]
         for i in range(self.top_k):
             cells += [top[i][0], f"{top[i][1]:.5f}"] if i < len(top) else ["", ""]
         return _csv_line(cells + [f"{s:.5f}" for s in scores])
