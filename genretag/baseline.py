@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from genretag.errors import ConfigError
+from genretag.errors import ConfigError, run_command
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,12 @@ def _data_hparams(datamodule: Any) -> dict[str, Any]:
     return data
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    """``genretag baseline ...``; errors are one line (genretag.errors.run_command)."""
+    return run_command("baseline", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="genretag baseline",
         description="librosa features + logistic regression on a config's data, logged for compare",

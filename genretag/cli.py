@@ -13,19 +13,13 @@ newest last.ckpt of the earlier runs (genretag.checkpointing), which are written
 
 from __future__ import annotations
 
-import argparse
-import errno
 import importlib
 import logging
-import re
 import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
-# A write failed for want of space (or a file-size limit): one line and exit code 1, as a
-# traceback tells nothing more; the checkpoint writer and the tag writers keep earlier output.
-DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 # Commands that are not Lightning's, and the module whose main(argv) -> int runs each.
 OWN_COMMANDS = {
     "tag": ("genretag.tagger.command", "tag a music library with a trained checkpoint"),
@@ -117,53 +111,32 @@ def lightning_cli(args: list[str]):
     )
 
 
-def _one_line(error: argparse.ArgumentError) -> str:
-    """jsonargparse's nested report -> ``data.subset: Expected a ... Got value: tiny``."""
-    text = str(error)
-    keys = re.findall(r'Parser key "([^"]+)"', text)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    last = max((i for i, line in enumerate(lines) if line.startswith("Parser key")), default=None)
-    if last is None or last + 1 >= len(lines):
-        return lines[0] if lines else text
-    return f"{'.'.join(dict.fromkeys(keys))}: {lines[last + 1]}"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns the exit code (0 ok, 1 some inputs failed, 2 usage/config)."""
-    from genretag.errors import ConfigError
+    """Run one command; returns the exit code (0 ok, 1 some inputs failed, 2 usage/config).
+
+    Errors become exit codes in genretag.errors.run_command, for every command alike.
+    """
+    from genretag import errors
 
     args = list(sys.argv[1:] if argv is None else argv)
-    verbose = "--verbose" in args
+    errors.VERBOSE = "--verbose" in args
     args = [a for a in args if a != "--verbose"]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if args else 2
     command = args[0]
-    try:
-        if command in OWN_COMMANDS:
-            module = importlib.import_module(OWN_COMMANDS[command][0])
-            return int(module.main(args[1:]) or 0)
-        if command not in LIGHTNING_COMMANDS:
-            print(f"genretag: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
-            return 2
-        lightning_cli(args)
-        return 0
-    except (ConfigError, argparse.ArgumentError) as error:
-        if verbose:
-            raise
-        message = _one_line(error) if isinstance(error, argparse.ArgumentError) else str(error)
-        print(f"genretag: error: {message} (--verbose for details)", file=sys.stderr)
+    if command in OWN_COMMANDS:
+        module = importlib.import_module(OWN_COMMANDS[command][0])
+        return int(module.main(args[1:]) or 0)
+    if command not in LIGHTNING_COMMANDS:
+        print(f"genretag: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    except OSError as error:
-        if error.errno not in DISK_FULL or verbose:
-            raise
-        message = error.strerror or str(error)
-        if error.filename:
-            message += f": {error.filename}"
-        hint = "; free some space and re-run with --ckpt_path last" if command == "fit" else ""
-        print(f"genretag: error: {message}{hint}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("genretag: interrupted", file=sys.stderr)
-        return 130
+    full_disk = "free some space and re-run with --ckpt_path last" if command == "fit" else ""
+    again = "re-run with --ckpt_path last to resume" if command == "fit" else ""
+    return errors.run_command(None, _lightning, args, again, full_disk)
+
+
+def _lightning(args: list[str]) -> int:
+    lightning_cli(args)
+    return 0

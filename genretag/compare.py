@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genretag.errors import ConfigError
+from genretag.errors import ConfigError, run_command
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +281,12 @@ def write_csv(path: Path, runs: list[Run], rows: list[dict[str, Any]]) -> None:
                             + ["" if v is None else v for v in per_label])  # fmt: skip
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    """``genretag compare ...``; errors are one line (genretag.errors.run_command)."""
+    return run_command("compare", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="genretag compare", description="compare runs from their TensorBoard logs"
     )

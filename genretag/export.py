@@ -19,7 +19,6 @@ import datetime
 import importlib.metadata
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import torch
 import yaml
 
 from genretag.checkpoint import load_checkpoint, plain
-from genretag.errors import ConfigError
+from genretag.errors import ConfigError, run_command
 from genretag.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -203,16 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
     """``genretag export CKPT --out FILE``: 0 when written, 2 (one line) on a usage error."""
-    try:
-        args = build_parser().parse_args(list(argv))
-        content = export(args.ckpt, args.out)
-    except ConfigError as error:
-        print(f"genretag export: error: {error}", file=sys.stderr)
-        return 2
-    except SystemExit as done:  # --help
-        return int(done.code or 0)
+    return run_command("export", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    content = export(args.ckpt, args.out)
     before, after = os.path.getsize(args.ckpt), os.path.getsize(args.out)
     log.info("wrote %s: %.2f MB, %.1fx smaller than %s", args.out, after / 1e6, before / after,
              args.ckpt)  # fmt: skip

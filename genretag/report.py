@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from genretag.errors import ConfigError
+from genretag.errors import ConfigError, run_command
 from genretag.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -362,30 +362,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``genretag report ...``: 0 when written, 2 on a usage error or an unreadable table."""
-    try:
-        args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-        if not 0.0 <= args.threshold <= 1.0:
-            raise ConfigError(f"--threshold {args.threshold}: give a score between 0 and 1")
-        out = args.out or args.table.with_name(args.table.stem + ".report.html")
-        for name, path in [("--errors", args.errors), ("--segments", args.segments)]:
-            if path is not None and not path.is_file():
-                raise ConfigError(f"{name} {path}: no such file")
-        write_report(
-            args.table,
-            out,
-            threshold=args.threshold,
-            errors=args.errors,
-            segments=args.segments,
-            max_timelines=args.timelines,
-        )
-    except ConfigError as error:
-        print(f"genretag report: error: {error}", file=sys.stderr)
-        return 2
-    except SystemExit as done:  # --help
-        return int(done.code or 0)
-    except OSError as error:  # a full disk or a read-only folder: the old report is kept
-        print(f"genretag report: could not write {out}: {error.strerror}", file=sys.stderr)
-        return 1
+    return run_command("report", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if not 0.0 <= args.threshold <= 1.0:
+        raise ConfigError(f"--threshold {args.threshold}: give a score between 0 and 1")
+    out = args.out or args.table.with_name(args.table.stem + ".report.html")
+    for name, path in [("--errors", args.errors), ("--segments", args.segments)]:
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{name} {path}: no such file")
+    write_report(
+        args.table,
+        out,
+        threshold=args.threshold,
+        errors=args.errors,
+        segments=args.segments,
+        max_timelines=args.timelines,
+    )
     print(f"wrote {out}")
     return 0
 

@@ -18,6 +18,7 @@ import pytest
 import torch
 from pytorch_lightning import seed_everything
 
+from genretag.checkpoint import read_checkpoint
 from genretag.cli import lightning_cli
 from genretag.task import TaggingTask
 from tests.conftest import TINY_MODEL, make_fma
@@ -84,7 +85,7 @@ def test_ddp_fit_on_two_cpu_processes_matches_a_single_process_validation(tmp_pa
     )  # not degenerate
 
     # the frozen trunk is still its seeded initialisation; the head trained
-    state = torch.load(checkpoints[0], map_location="cpu", weights_only=False)
+    state = read_checkpoint(checkpoints[0])  # as data, like every checkpoint the project writes
     seed_everything(0)
     init = TaggingTask(
         labels=state["hyper_parameters"]["labels"],

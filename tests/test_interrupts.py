@@ -18,6 +18,7 @@ import pytest
 import torch
 import yaml
 
+from genretag.checkpoint import read_checkpoint
 from genretag.checkpointing import AtomicCheckpointIO
 from tests.conftest import Corpus, make_fma
 from tests.faults import CUT_WRITES_AT_STEP, IGNORE_SIGXFSZ, KILL_AT_STEP
@@ -27,7 +28,7 @@ STEPS_PER_EPOCH = 4  # 16 training clips, batches of 4
 EPOCHS = 2
 
 
-def write_config(root: Path, corpus: Corpus, logger: bool = True) -> Path:
+def write_config(root: Path, corpus: Corpus, logger: bool = True, workers: int = 0) -> Path:
     """A tiny seeded fit with the shipped checkpoint callbacks, plus tests.faults.Faults.
 
     Without the logger, checkpoints go to ``root/checkpoints`` and no other file is written
@@ -56,7 +57,7 @@ def write_config(root: Path, corpus: Corpus, logger: bool = True) -> Path:
                 "audio_dir": str(corpus.audio_dir),
                 "window_seconds": 1.0,
                 "batch_size": 4,
-                "num_workers": 0,
+                "num_workers": workers,
             },
         },
     }
@@ -81,7 +82,7 @@ def genretag(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[s
 
 
 def load(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return read_checkpoint(path)  # as data, like every checkpoint the project writes
 
 
 def scalars(log_dir: Path, tag: str) -> dict[int, float]:
@@ -147,6 +148,24 @@ def test_sigkill_mid_epoch_resumes_with_ckpt_path_last_and_matches(
     final = EPOCHS * STEPS_PER_EPOCH - 1
     for name in ("val/roc_auc", "val/pr_auc", "val/f1", "val/loss"):
         assert scalars(second, name)[final] == scalars(reference, name)[final], name
+
+
+def test_two_loader_workers_killed_and_resumed_end_bitwise_as_one_run_without_workers(
+    tmp_path: Path, corpus: Corpus, reference: Path
+) -> None:
+    """Crops are seeded per item (seed, epoch, index) and the order per epoch: with 2 decoding
+    workers a run killed mid-epoch and resumed ends bit for bit where an uninterrupted run with
+    no workers did, so neither the worker count nor the kill changes a number."""
+    config = str(write_config(tmp_path, corpus, workers=2))
+    kill_at = STEPS_PER_EPOCH + 2
+    killed = genretag(tmp_path, "fit", "--config", config, **{KILL_AT_STEP: str(kill_at)})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    resumed = genretag(tmp_path, "fit", "--config", config, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    second = tmp_path / "lightning_logs" / "version_1"
+    assert_same_final_state(load(second / "checkpoints" / "last.ckpt"), reference)
+    final = EPOCHS * STEPS_PER_EPOCH - 1
+    assert scalars(second, "val/roc_auc")[final] == scalars(reference, "val/roc_auc")[final]
 
 
 def test_checkpoint_saves_survive_a_full_disk_and_a_kill_part_way(

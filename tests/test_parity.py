@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytorch_lightning as pl
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from genretag.data.datasets import AudioFiles, ClipList, EvalClips, collate

@@ -284,7 +284,7 @@ def test_full_disk_is_one_clear_error_and_the_rows_before_stay(
     assert code == 1
     [line] = [line for line in log.read_text().splitlines() if line.startswith("genretag")]
     assert line == (
-        f"genretag: error: could not write {out} (File too large); the lines before are kept, "
+        f"genretag tag: error: could not write {out} (File too large); the lines before are kept, "
         f"run the same command again when there is room"
     )
     assert "Traceback" not in log.read_text()

@@ -48,6 +48,7 @@ from tqdm import tqdm
 
 from genretag import __version__
 from genretag.data.fma import KNOWN_BAD_TRACKS, audio_relpath
+from genretag.errors import run_command
 
 log = logging.getLogger(__name__)
 
@@ -527,25 +528,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``genretag download``; returns the exit status (see the module docstring)."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a bad command line (2)
-        return exc.code if isinstance(exc.code, int) else 2
+    return run_command("download", _main, argv, "run the same command again to resume")
+
+
+def _main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     try:
         ok = download_dataset(args.dataset, args.to, args.base_url, args.keep_archive, args.quiet)
-    except DownloadError as exc:
-        print(f"genretag download: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    except DownloadError:
+        raise
     except OSError as exc:  # disk full, permissions, ...: the message names the file
-        print(
-            f"genretag download: error: {exc}; fix this and run the same command again "
-            f"(downloads resume)",
-            file=sys.stderr,
-        )
-        return 1
-    except KeyboardInterrupt:
-        print(
-            "genretag download: interrupted; run the same command again to resume", file=sys.stderr
-        )
-        return 130
+        raise TransferError(
+            f"{exc}; fix this and run the same command again (downloads resume)"
+        ) from exc
     return 0 if ok else 1

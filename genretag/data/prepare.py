@@ -16,7 +16,7 @@ from pathlib import Path
 
 from genretag.data.cache import fill
 from genretag.data.datamodules import ClipDataModule
-from genretag.errors import ConfigError
+from genretag.errors import ConfigError, run_command
 from genretag.system import available_cores
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,12 @@ def dataset_paths(datamodule: ClipDataModule) -> list[str]:
     return list(paths)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    """``genretag prepare ...``; errors are one line (genretag.errors.run_command)."""
+    return run_command("prepare", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     """``prepare``: decode a config's dataset into its cache; 1 if some tracks are bad."""
     parser = argparse.ArgumentParser(
         prog="genretag prepare",

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from genretag import vocabulary
-from genretag.errors import ConfigError
+from genretag.errors import ConfigError, run_command
 from genretag.inference import Predictor, load_predictor
 from genretag.io import file_key
 from genretag.system import available_cores
@@ -147,17 +147,8 @@ class _Summary:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``genretag tag ...``: returns 0 if every file was tagged, 1 if some failed, 2 on usage errors."""
-    try:
-        args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-        return _run(args)
-    except ConfigError as error:
-        print(f"genretag tag: error: {error}", file=sys.stderr)
-        return 2
-    except SystemExit as done:  # --help
-        return int(done.code or 0)
-    except KeyboardInterrupt:
-        print("genretag tag: interrupted; run the same command again to continue", file=sys.stderr)
-        return 130
+    again = "run the same command again to continue"
+    return run_command("tag", lambda args: _run(build_parser().parse_args(args)), argv, again)
 
 
 def _check(args: argparse.Namespace) -> None:
