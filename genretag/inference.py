@@ -172,6 +172,13 @@ class Predictor:
         if not bool((w >= 0).all()) or float(w.sum()) <= 0:
             raise ConfigError(f"ensemble weights: {w.tolist()} must be >= 0 with a positive sum")
         self.weights = (w / w.sum()).view(-1, 1, 1).to(self.device)
+        # per label, the F1-best validation threshold of each member, averaged (tag --threshold auto)
+        self.thresholds = torch.stack(
+            [
+                m.label_thresholds[o].float().cpu()
+                for m, o in zip(self.models, self.orders, strict=True)
+            ]
+        ).mean(0)
         self.combine_mode = combine
 
     def _check_member(self, name: str, first_name: str, model: TaggingTask) -> None:

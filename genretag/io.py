@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,18 +53,24 @@ def atomic_write(
     target: str | os.PathLike,
     write: Callable[[BinaryIO], object] | bytes | str,
     what: str = "",
+    clean_stale: bool = True,
 ) -> None:
     """Replace ``target`` with what ``write(file)`` writes (or the given bytes/text, UTF-8).
 
     ``what`` names the file in an error ("the checkpoint "): could not write {what}{target}.
+    The temporary file has a unique name, so concurrent writers of one target never collide
+    (the last rename wins); ``clean_stale`` first removes temporary files a killed write left
+    (turn it off where several processes write one target at once: the decoded-audio cache).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a killed write
-        stale.unlink(missing_ok=True)
-    temp = target.parent / f".{target.name}.{os.getpid()}.tmp"
+    if clean_stale:  # one writer per target: what a killed write left can go
+        for stale in target.parent.glob(f".{target.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    temp = Path(name)
     try:
-        with open(temp, "wb") as handle:
+        with os.fdopen(fd, "wb") as handle:
             if callable(write):
                 write(handle)
             else:

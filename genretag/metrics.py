@@ -181,3 +181,29 @@ def weighted_macro_aucs(probs: Tensor, targets: Tensor, weights: Tensor) -> tupl
         torch.where(has, roc_sum / defined.clamp(min=1), nan),
         torch.where(has, pr_sum / defined.clamp(min=1), nan),
     )
+
+
+def best_f1_thresholds(probs: Tensor, targets: Tensor, default: float = 0.5) -> Tensor:
+    """Per label, the probability threshold that maximises F1 on (N, C) scores: (C,).
+
+    Candidates are the scores themselves (predict a label when its score >= the threshold); a
+    label with no positive clip keeps ``default``. Ties keep the highest threshold (the fewest
+    false positives).
+    """
+    targets = targets.round().bool()
+    out = torch.full((probs.shape[1],), default, dtype=torch.float32)
+    for c in range(probs.shape[1]):
+        positives = int(targets[:, c].sum())
+        if positives == 0:
+            continue
+        order = torch.sort(probs[:, c], descending=True, stable=True)
+        hits = targets[order.indices, c].float().cumsum(0)  # true positives at each cut
+        predicted = torch.arange(1, len(hits) + 1, dtype=torch.float32)
+        f1 = 2 * hits / (predicted + positives)
+        # only cut between distinct scores: the last index of each run of equal scores
+        distinct = torch.ones_like(f1, dtype=torch.bool)
+        distinct[:-1] = order.values[:-1] != order.values[1:]
+        f1 = torch.where(distinct, f1, torch.tensor(-1.0))
+        best = int(torch.argmax(f1))
+        out[c] = float(order.values[best])
+    return out

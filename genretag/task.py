@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from typing import Any
 
 import pytorch_lightning as pl
@@ -25,7 +26,7 @@ from genretag.export import describe_card
 from genretag.features import FRONTEND_KEYS, LogMel, SpecAugment
 from genretag.heads import Task, make_head
 from genretag.inference import PadMode, clip_scores
-from genretag.metrics import ClipPredictions
+from genretag.metrics import ClipPredictions, best_f1_thresholds, bootstrap_intervals
 from genretag.models import build_trunk
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,6 @@ class TaggingTask(pl.LightningModule):
     def __init__(
         self,
         labels: list[str] | None = None,
-        genre_tree: dict[str, list[str]] | None = None,
         task: Task = "multilabel",
         sample_rate: int = constants.SAMPLE_RATE,
         window_seconds: float = constants.WINDOW_SECONDS,
@@ -62,12 +62,12 @@ class TaggingTask(pl.LightningModule):
         threshold: float = 0.5,
         init_from: str | None = None,
         freeze_trunk_epochs: int = 0,
+        bootstrap_draws: int = 1000,
+        genre_tree: dict[str, list[str]] | None = None,
     ) -> None:
         """
         Args:
             labels: label names, one output each (linked from the data module).
-            genre_tree: each label's ancestors in FMA's taxonomy, root first (linked from the
-                data module; ``tag --with-parents`` writes them), or None.
             task: multilabel (sigmoid + BCE) or multiclass (softmax + cross-entropy).
             sample_rate: Hz of the waveform the model takes (linked from the data module).
             window_seconds: length of one input window (training crop, evaluation window).
@@ -86,6 +86,10 @@ class TaggingTask(pl.LightningModule):
             init_from: a genretag checkpoint whose front-end and trunk start this model (transfer);
                 the head is new. Its front-end and trunk settings must equal these.
             freeze_trunk_epochs: train only the head for this many first epochs.
+            bootstrap_draws: resamples of the test tracks for the 95% intervals of the macro
+                ROC-AUC and PR-AUC (``test/roc_auc_lo``/``_hi`` ...); 0 turns them off.
+            genre_tree: each label's ancestors in FMA's taxonomy, root first (linked from the
+                data module; ``tag --with-parents`` writes them), or None.
         """
         super().__init__()
         if not labels:
@@ -108,6 +112,9 @@ class TaggingTask(pl.LightningModule):
             task, self.trunk.out_features, len(labels), dropout, threshold, label_smoothing
         )
         self.scores = nn.ModuleDict({stage: ClipPredictions() for stage in ("val", "test")})
+        # Per label, the threshold that maximised F1 on validation (``tag --threshold auto``):
+        # set at each validation, so best.ckpt holds the best epoch's.
+        self.register_buffer("label_thresholds", torch.full((len(labels),), float(threshold)))
         self.bad_files: dict[str, dict[str, str]] = {stage: {} for stage in STAGES}
         self._named: set[str] = set()  # files already named in a warning (once per run)
         self._transferred = False
@@ -138,6 +145,7 @@ class TaggingTask(pl.LightningModule):
                 weight = lam * weight + (1 - lam) * weight[perm]
         logits = self.head(self.trunk(self.augment(self.frontend(audio))))
         loss = self.head.loss(logits, target, weight)
+        self._epoch_clips = getattr(self, "_epoch_clips", 0) + len(audio)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(audio))
         return loss
 
@@ -178,9 +186,15 @@ class TaggingTask(pl.LightningModule):
         if len(probs) == 0:
             return
         scores, per_label = self.head.scores(probs, targets)
+        if stage == "test" and self.head.task == "multilabel" and self.hparams.bootstrap_draws:
+            draws = self.hparams.bootstrap_draws
+            for name, (lo, hi) in bootstrap_intervals(probs.cpu(), targets.cpu(), draws).items():
+                scores[f"{name}_lo"], scores[f"{name}_hi"] = torch.tensor(lo), torch.tensor(hi)
         self.log_dict({f"{stage}/{k}": v for k, v in scores.items()})
         if stage == "val":
             self.log("hp_metric", scores[self.head.monitor])
+            if self.head.task == "multilabel" and not self.trainer.sanity_checking:
+                self.label_thresholds.copy_(best_f1_thresholds(probs.cpu(), targets.cpu()))
         self._log_per_label(stage, self.head.per_label_name, per_label, probs, targets)
 
     def on_validation_epoch_end(self) -> None:
@@ -189,8 +203,21 @@ class TaggingTask(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._end_of_eval("test")
 
+    def on_fit_start(self) -> None:
+        if self.logger is not None:  # for `genretag compare`
+            self.logger.log_hyperparams({"n_params": sum(p.numel() for p in self.parameters())})
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_clips, self._epoch_start = 0, time.perf_counter()
+        self._freeze_or_thaw()
+
     def on_train_epoch_end(self) -> None:
         self._log_skipped("train")
+        seconds = time.perf_counter() - getattr(self, "_epoch_start", time.perf_counter())
+        if seconds > 0 and getattr(self, "_epoch_clips", 0):
+            self.log(
+                "train/clips_per_s", self._epoch_clips / seconds, reduce_fx="sum", sync_dist=True
+            )
 
     # -- TensorBoard extras --------------------------------------------------------------------
     def _tensorboard(self):
@@ -308,7 +335,7 @@ class TaggingTask(pl.LightningModule):
         )
         log.info("initialised the trunk from %s (%d tensors); the head is new", path, len(trunk))
 
-    def on_train_epoch_start(self) -> None:
+    def _freeze_or_thaw(self) -> None:
         frozen = self.current_epoch < self.hparams.freeze_trunk_epochs
         # Under DDP the gradient reducer was built for every parameter and fails on one that
         # gets no gradient, so there the trunk keeps requires_grad and its gradients are
@@ -350,6 +377,8 @@ def load_model(path: str, map_location: str | torch.device = "cpu") -> TaggingTa
         hparams["pad_mode"] = "loop" if hparams["task"] == "multiclass" else "zero"
     # The transfer source (init_from) may be gone by now; the trained weights are all here.
     model = TaggingTask(**{**hparams, "init_from": None})
-    load_weights(model, checkpoint["state_dict"], path)
+    state = dict(checkpoint["state_dict"])
+    state.setdefault("label_thresholds", model.label_thresholds)  # written before they were kept
+    load_weights(model, state, path)
     model.card = describe_card(checkpoint)
     return model.to(map_location).eval()

@@ -50,7 +50,7 @@ import csv
 import difflib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -237,20 +237,21 @@ def choose(
     labels: Sequence[str],
     *,
     max_genres: int,
-    min_score: float,
+    min_score: float | Mapping[str, float],
     genre_map: GenreMap | None = None,
     parents: dict[str, list[str]] | None = None,
 ) -> list[tuple[str, float]]:
     """The genres to write or list for one file, best first, as ``(name, score)``.
 
     ``scores``: (C,) probabilities in the order of ``labels``. Picks are the mapped names with
-    score >= ``min_score``, at most ``max_genres`` (ties keep label order). With ``parents``
+    score >= ``min_score`` (one floor, or one per label: ``tag --threshold auto``), at most ``max_genres`` (ties keep label order). With ``parents``
     (:func:`genre_tree`), each pick is preceded by its ancestors, root first, each name once;
     those do not count against ``max_genres`` (see the module docstring).
     """
     names = mapped(scores, labels, genre_map)
     ranked = sorted(names.items(), key=lambda item: -item[1][0])  # stable: label order on ties
-    picks = [(n, s, label) for n, (s, label) in ranked if s >= min_score][: max(max_genres, 0)]
+    floor = min_score.get if isinstance(min_score, Mapping) else (lambda _label: min_score)
+    picks = [(n, s, label) for n, (s, label) in ranked if s >= floor(label)][: max(max_genres, 0)]
     if not parents:
         return [(n, s) for n, s, _ in picks]
     chosen: dict[str, float] = {}

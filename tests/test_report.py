@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import genretag.io
 from genretag import report
 
 LABELS = ["Electronic", "Hip-Hop", "Old-Time / Historic"]
@@ -148,7 +149,7 @@ def test_failed_write_keeps_the_old_report(tmp_path, monkeypatch, capsys):
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(report.os, "fsync", full)
+    monkeypatch.setattr(genretag.io.os, "fsync", full)
     assert report.main([str(table), "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "No space left" in err and str(out) in err and err.count("\n") == 1

@@ -106,9 +106,10 @@ def test_validate_and_test_from_the_checkpoint_agree(trained):
     first, second = ({k: float(v) for k, v in r.trainer.callback_metrics.items()} for r in runs)
     assert first == second and "val/roc_auc" in first
     test = lightning_cli(["test", *common, "--ckpt_path", best])
-    assert {"test/roc_auc", "test/pr_auc", "test/f1", "test/loss"} <= set(
-        test.trainer.callback_metrics
-    )
+    found = {k: float(v) for k, v in test.trainer.callback_metrics.items()}
+    assert {"test/roc_auc", "test/pr_auc", "test/f1", "test/loss"} <= set(found)
+    for name in ("test/roc_auc", "test/pr_auc"):  # bootstrap 95% intervals beside the value
+        assert 0 < found[f"{name}_lo"] <= found[name] <= found[f"{name}_hi"] <= 1
 
 
 def test_checkpoint_with_other_labels_is_refused_for_test(trained, tmp_path: Path, capsys):
@@ -145,8 +146,7 @@ def test_fit_through_main_with_a_yaml_and_print_config(tmp_path: Path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text(TINY_YAML.format(root=tmp_path, meta=corpus.meta_dir, audio=corpus.audio_dir))
     assert main(["fit", "--config", str(config), "--trainer.fast_dev_run=true"]) == 0
-    with pytest.raises(SystemExit):
-        main(["fit", "--config", str(config), "--print_config"])
+    assert main(["fit", "--config", str(config), "--print_config"]) == 0  # an exit code, no raise
     assert "window_seconds: 1.0" in capsys.readouterr().out
 
 

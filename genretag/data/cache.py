@@ -150,12 +150,14 @@ class DecodedCache:
             x = audio.decode(path, self.sample_rate)
         except AudioDecodeError as error:
             record = json.dumps({"path": str(path), "reason": error.reason}).encode()
-            atomic_write(bad, lambda f: f.write(record))
+            atomic_write(bad, record, clean_stale=False)  # workers may race
             raise
         pcm = to_pcm16(x)
         header = MAGIC + len(pcm).to_bytes(8, "little")
         atomic_write(
-            stored, lambda f: (f.write(header), f.write(pcm.astype(PCM_DTYPE, copy=False).data))
+            stored,
+            lambda f: (f.write(header), f.write(pcm.astype(PCM_DTYPE, copy=False).data)),
+            clean_stale=False,  # another worker may be writing the same track
         )
         return stored, len(pcm), pcm
 

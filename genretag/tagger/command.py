@@ -51,6 +51,15 @@ Re-running with the same --out continues an interrupted run. Exit code: 0 all fi
 """
 
 
+def _threshold(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a score in [0, 1] or auto") from None
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit code 2 (via ConfigError)
         raise ConfigError(message)
@@ -68,7 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--ckpt", action="append", required=True, metavar="FILE", help="repeat for an ensemble")
     add("--out", type=Path, metavar="FILE", help="results table, .csv or .jsonl (resumable)")
     add("--top-k", type=int, default=3, metavar="K", help="genres listed/written per file (3)")
-    add("--threshold", type=float, default=0.0, metavar="P", help="least score to list/write")
+    add(
+        "--threshold",
+        type=_threshold,
+        default=0.0,
+        metavar="P|auto",
+        help="least score to "
+        "list/write; auto: each genre's threshold that maximised F1 on validation",
+    )
     add("--aggregate", choices=("mean", "max"), default="mean", help="window -> track scores")
     add("--ensemble", choices=("arithmetic", "geometric"), default="arithmetic",
         help="how the probabilities of several --ckpt are averaged")  # fmt: skip
@@ -172,7 +188,7 @@ def _check(args: argparse.Namespace) -> None:
         if value is not None and not value > 0:
             raise ConfigError(f"{name} must be a positive number of seconds, got {value}")
     for name, value in [("--threshold", args.threshold), ("--min-score", args.min_score)]:
-        if value is not None and not 0.0 <= value <= 1.0:
+        if isinstance(value, float) and not 0.0 <= value <= 1.0:
             raise ConfigError(f"{name} must be in [0, 1], got {value}")
     if args.segments and args.hop and args.segments != args.hop:
         raise ConfigError("--segments sets the hop between windows; leave out --hop")
@@ -278,15 +294,21 @@ def _table(predictor: Predictor, args: argparse.Namespace, fmt: str) -> Table:
     parents = predictor.genre_tree if args.with_parents else None
     if args.with_parents and not parents:
         log.warning("--with-parents: the checkpoint has no genre tree (trained before it kept one)")
+    floor: float | dict[str, float] = 0.0 if args.threshold == "auto" else args.threshold
+    if args.threshold == "auto":
+        if predictor.task != "multilabel":
+            raise ConfigError("--threshold auto: per-genre thresholds exist for genre models only")
+        floor = dict(zip(labels, predictor.thresholds.tolist(), strict=True))
     choose = partial(
         vocabulary.choose,
         labels=labels,
         max_genres=args.max_genres or args.top_k,
-        min_score=args.threshold if args.min_score is None else args.min_score,
+        min_score=floor if args.min_score is None else args.min_score,
         genre_map=genre_map,
         parents=parents,
     )
-    return Table(labels, args.top_k, args.threshold, fmt, choose)
+    top_floor = 0.0 if args.threshold == "auto" else args.threshold
+    return Table(labels, args.top_k, top_floor, fmt, choose)
 
 
 def _finish_extras(args: argparse.Namespace) -> None:
