@@ -1,14 +1,25 @@
-"""Training throughput of the default CRNN from audio already in memory (the model-bound rate).
+"""Training throughput of the fma_small CRNN from audio already on the device (the model-bound rate).
 
     python benchmarks/step.py [--quick] [--batch 64] [--seconds 10] [--no-compile]
 
-One training step as TaggingTask takes it (log-mel front-end in fp32, SpecAugment, CRNN trunk,
-head, BCE loss, backward, AdamW step) on random 16 kHz audio already on the device, in fp32 and
-in bf16-mixed (autocast), each with and without ``torch.compile`` of the trunk and head (the
-front-end stays eager: nnAudio). A compile that fails (no C++ compiler on a CPU box, ...) is
-skipped and the reason reported. ``frontend_share`` = time of the front-end's forward alone /
-time of the whole step. Device: CUDA when present, else CPU. Prints one JSON object, then a
-one-line summary.
+What is timed is ``TaggingTask.training_step`` as a real ``pl.Trainer`` fit takes it, with the
+model settings of configs/fma_small.yaml (mixup 0.2, SpecAugment) and the task's own
+``configure_optimizers`` (AdamW + one-cycle schedule): mixup, log-mel front-end (fp32),
+SpecAugment, CRNN trunk, head, BCE loss, backward, optimizer step and scheduler step. A callback
+takes the time from ``on_train_batch_start`` to ``on_train_batch_end`` (CUDA synchronised) and
+the median after ``warmup`` steps is reported. The synthetic batches (random (B, T) audio and
+multi-hot targets, in genretag.data.datasets.Batch form) are made on the device before the fit,
+so loading and host-to-device copies are not in the figure (see loader.py for those).
+
+Variants: precision ``32-true`` (fp32) and ``bf16-mixed`` (bf16), each also with
+``torch.compile`` of the trunk and head (the front-end stays eager: nnAudio); a compile that
+fails (no C++ compiler on a CPU box, ...) is skipped and the reason reported.
+
+``loop_without_trainer``: the figure this script used to report, a hand-written loop (front-end,
+SpecAugment, trunk, head, BCE, AdamW; no mixup, no scheduler, no Lightning) on the same model, in
+the same run, to show what the Trainer and mixup add. ``frontend_share`` = time of the
+front-end's forward alone / median time of the Trainer step. Device: CUDA when present, else CPU.
+Prints one JSON object, then a one-line summary.
 """
 
 from __future__ import annotations
@@ -16,15 +27,26 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
+import statistics
 import time
+import warnings
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+import yaml
 
+from genretag.data.datasets import Batch
 from genretag.task import TaggingTask
 
-LABELS = [f"genre{i}" for i in range(16)]
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "fma_small.yaml"
+LABELS = [f"genre{i}" for i in range(8)]  # fma_small: 8 root genres
+PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed"}
 
 
 def sync(device: torch.device) -> None:
@@ -44,32 +66,118 @@ def timed(fn: Callable[[], object], device: torch.device, steps: int, warmup: in
     return (time.perf_counter() - start) / steps
 
 
-def measure(
-    model: TaggingTask, body: torch.nn.Module, audio: torch.Tensor, target: torch.Tensor,
-    bf16: bool, steps: int, warmup: int,
+class StepTimer(pl.Callback):
+    """Wall time of each training batch, ``on_train_batch_start`` -> ``on_train_batch_end``.
+
+    That span holds ``training_step``, backward, the optimizer step and the step-interval
+    scheduler step (Lightning steps the scheduler before ``on_train_batch_end``).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        sync(self.device)
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        sync(self.device)
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+class Batches(torch.utils.data.Dataset):
+    """``count`` items cycling over 2 ready-made Batch dicts: audio (B, T), target (B, C)."""
+
+    def __init__(self, batch: int, samples: int, count: int, device: torch.device) -> None:
+        self.count = count
+        self.items: list[Batch] = [
+            {
+                "audio": 0.1 * torch.randn(batch, samples, device=device),
+                "target": (torch.rand(batch, len(LABELS), device=device) < 0.2).float(),
+                "key": [f"{k}-{i}" for i in range(batch)],
+                "bad": [],
+                "truncated": [],
+            }
+            for k in range(2)
+        ]
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> Batch:
+        return self.items[index % len(self.items)]
+
+
+def model_settings() -> dict[str, Any]:
+    """The ``model:`` section of configs/fma_small.yaml."""
+    return yaml.safe_load(CONFIG.read_text())["model"]
+
+
+def trainer_step(
+    settings: dict[str, Any], precision: str, compiled: bool, data: Batches,
+    device: torch.device, warmup: int,
+) -> dict[str, Any]:  # fmt: skip
+    """Median seconds of a real Trainer's training batch after ``warmup``, over the rest."""
+    torch.manual_seed(0)
+    model = TaggingTask(labels=LABELS, **settings)
+    if compiled:
+        model.trunk.compile()
+        model.head.compile()
+    timer = StepTimer(device)
+    trainer = pl.Trainer(
+        max_steps=len(data), accelerator=device.type, devices=1, precision=precision,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, callbacks=[timer],
+    )  # fmt: skip
+    loader = torch.utils.data.DataLoader(data, batch_size=None, shuffle=False)
+    trainer.fit(model, train_dataloaders=loader)
+    timed_steps = timer.seconds[warmup:]
+    scheduler = trainer.lr_scheduler_configs[0].scheduler  # the task's OneCycleLR
+    per_step = statistics.median(timed_steps)
+    audio = data.items[0]["audio"]
+    model.to(device)
+    with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled="bf16" in precision):
+        per_frontend = timed(lambda: model.frontend(audio), device, len(timed_steps), 1)
+    return {
+        "ms_per_step": round(per_step * 1000, 2),
+        "clips_per_s": round(len(audio) / per_step, 1),
+        "frontend_share": round(per_frontend / per_step, 3),
+        "timed_steps": len(timed_steps),
+        "scheduler": type(scheduler).__name__,
+        "scheduler_steps": scheduler.last_epoch,
+    }
+
+
+def loop_step(
+    settings: dict[str, Any], bf16: bool, data: Batches, device: torch.device, steps: int,
+    warmup: int,
 ) -> dict[str, float]:  # fmt: skip
-    """Seconds per training step and per front-end forward, after ``warmup`` steps."""
-    device = audio.device
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    """The former figure: a hand-written step (no mixup, no scheduler, no Trainer), mean s."""
+    torch.manual_seed(0)
+    model = TaggingTask(labels=LABELS, **settings).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.get("lr", 1e-3))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    audio, target = data.items[0]["audio"], data.items[0]["target"]
 
     def step() -> None:
         with autocast:
-            logits = body(model.augment(model.frontend(audio)))
+            logits = model.head(model.trunk(model.augment(model.frontend(audio))))
             loss = F.binary_cross_entropy_with_logits(logits.float(), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    model.train()
     per_step = timed(step, device, steps, warmup)
-    with torch.no_grad(), autocast:
-        per_frontend = timed(lambda: model.frontend(audio), device, steps, 1)
     return {
         "ms_per_step": round(per_step * 1000, 2),
         "clips_per_s": round(len(audio) / per_step, 1),
-        "frontend_share": round(per_frontend / per_step, 3),
     }
+
+
+def _skipped(error: Exception) -> dict[str, str]:
+    return {"skipped": f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"}
 
 
 def main() -> None:
@@ -94,9 +202,13 @@ def main() -> None:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    settings = model_settings()
     torch.manual_seed(0)
-    audio = 0.1 * torch.randn(batch, round(seconds * 16_000), device=device)
-    target = (torch.rand(batch, len(LABELS), device=device) < 0.2).float()
+    data = Batches(batch, round(seconds * 16_000), warmup + steps, device)
     result: dict = {
         "benchmark": "step",
         "quick": args.quick,
@@ -105,28 +217,38 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "batch": batch,
         "seconds": seconds,
-        "model": "TaggingTask defaults: CRNN 64/128/128/128, 2x128 BiGRU, 96 mels",
+        "steps": steps,
+        "warmup": warmup,
+        "model": "configs/fma_small.yaml model settings",
+        "model_args": settings,
+        "timed": "pl.Trainer fit: TaggingTask.training_step (mixup, SpecAugment) + backward + "
+        "AdamW + OneCycleLR step; median of on_train_batch_start -> on_train_batch_end",
         "variants": {},
+        "loop_without_trainer": {
+            "timed": "the former figure: front-end, SpecAugment, trunk, head, BCE, AdamW by "
+            "hand; no mixup, scheduler or Lightning; mean after warmup",
+        },
     }
     compile_modes = [False] if (args.quick or args.no_compile) else [False, True]
     if len(compile_modes) == 1:
         result["compile_skipped"] = "--quick" if args.quick else "--no-compile"
     for compiled in compile_modes:
-        for bf16 in (False, True):
-            name = f"{'bf16' if bf16 else 'fp32'}{'_compiled' if compiled else ''}"
-            model = TaggingTask(labels=LABELS).to(device)
-            body: torch.nn.Module = torch.nn.Sequential(model.trunk, model.head)
-            if compiled:
-                body = torch.compile(body)
+        for short, precision in PRECISIONS.items():
+            name = f"{short}{'_compiled' if compiled else ''}"
             try:
-                result["variants"][name] = measure(model, body, audio, target, bf16, steps, warmup)
+                result["variants"][name] = trainer_step(
+                    settings, precision, compiled, data, device, warmup
+                )
             except Exception as error:  # compile needs a C++ toolchain (CPU) or Triton (GPU)
                 if not compiled:
                     raise
-                reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
-                result["variants"][name] = {"skipped": reason}
+                result["variants"][name] = _skipped(error)
             finally:
                 torch._dynamo.reset() if compiled else None
+    for short in PRECISIONS:
+        result["loop_without_trainer"][short] = loop_step(
+            settings, short == "bf16", data, device, steps, warmup
+        )
     best = max((v["clips_per_s"], k) for k, v in result["variants"].items() if "clips_per_s" in v)
     result["best"] = {"variant": best[1], "clips_per_s": best[0]}
     if cuda:
@@ -149,7 +271,13 @@ def main() -> None:
         else f"{k} skipped"
         for k, v in result["variants"].items()
     )
-    print(f"# train step {batch} x {seconds:g} s on {result['device']}: {figures}", flush=True)
+    loop = result["loop_without_trainer"]
+    print(
+        f"# Trainer step, fma_small model, {batch} x {seconds:g} s on {result['device']}: "
+        f"{figures}; hand-written loop fp32 {loop['fp32']['clips_per_s']}/s, "
+        f"bf16 {loop['bf16']['clips_per_s']}/s",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ No timing is asserted (CI machines differ); the figures must be there and be num
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -24,32 +25,58 @@ EXPECTED = {
     "metadata": ("rows", "cold_s", "cached_s"),
 }
 
+# rows each benchmark adds to the README's performance table
+README_ROWS = {"decode": 3, "loader": 2, "step": 1}
 
-def _run(name: str) -> dict:
+
+def _script(name: str, *args: str) -> list[str]:
+    """Run benchmarks/NAME.py with ARGS; its non-empty stdout lines."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--quick"],
+        [sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), *args],
         capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    return [line for line in done.stdout.splitlines() if line.strip()]
+
+
+def _run(name: str) -> dict:
+    lines = _script(name, "--quick")
     assert lines[-1].startswith("# "), lines[-1]
     return json.loads(lines[-2])
 
 
+def _perf_table(tmp_path: Path, *results: dict) -> str:
+    """``readme_tables.py --perf`` on RESULTS saved as files: its Markdown table."""
+    files = []
+    for i, result in enumerate(results):
+        files.append(tmp_path / f"{i}.json")
+        files[-1].write_text(json.dumps(result) + "\n# summary line\n")
+    lines = _script("readme_tables", "--perf", *map(str, files))
+    assert json.loads(lines[-1])["rows"]
+    return "\n".join(lines[:-1])
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_benchmark_prints_json(name: str):
+def test_benchmark_prints_json(name: str, tmp_path: Path):
     result = _run(name)
     assert result["benchmark"] == name and result["quick"] is True
     for key in EXPECTED[name]:
         assert key in result, key
     if name == "decode":
         main = result["formats"]["44k_stereo"]
-        assert (
-            main["crop_10s"]["per_core_per_s"] > 0
-            and main["librosa_full_load"]["per_core_per_s"] > 0
-        )
+        rates = ("crop_10s", "librosa_offset_crop", "librosa_full_load")
+        assert all(main[key]["per_core_per_s"] > 0 for key in rates)
+        assert main["crop_10s_vs_librosa_offset"] > 0 and main["crop_10s_vs_librosa_full_load"] > 0
         assert main["check"]["native_crop_vs_full_max_abs"] < 1e-6  # the decoder is sample-exact
+    if name == "step":  # timed in a real Trainer: the task's one-cycle schedule stepped each batch
+        fp32 = result["variants"]["fp32"]
+        assert fp32["scheduler"] == "OneCycleLR" and fp32["scheduler_steps"] == 2
+        assert result["model_args"]["mixup_alpha"] == 0.2
+        assert result["loop_without_trainer"]["fp32"]["clips_per_s"] > 0
+    if name in README_ROWS:  # the README's performance table renders from this very output
+        table = _perf_table(tmp_path, result)
+        assert table.count("\n") == 1 + README_ROWS[name] and "(quick run)" in table
     if name == "frontend":
         assert max(result["max_abs_error_db_vs_librosa"].values()) < 0.05
     if name == "loader":
@@ -58,3 +85,53 @@ def test_benchmark_prints_json(name: str):
     if name == "fit":
         assert [len(epochs) for epochs in result["runs"].values()] == [2, 2]
         assert all(e["train_clips"] == 8 for epochs in result["runs"].values() for e in epochs)
+
+
+def _readme_tables():
+    spec = importlib.util.spec_from_file_location(
+        "readme_tables", ROOT / "benchmarks" / "readme_tables.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_results_table_is_the_readme_table():
+    table = _readme_tables().results_table(
+        {
+            "validate": {"roc_auc": 0.91749, "pr_auc": 0.85, "f1": 0.4381},
+            "test": {"roc_auc": 0.955, "pr_auc": 0.8651, "f1": 0.6129},
+        }
+    )
+    assert table == (
+        "| split | ROC-AUC (macro) | PR-AUC (macro) | F1 (macro) |\n"
+        "|---|---|---|---|\n"
+        "| validation (best epoch) | **0.917** | 0.850 | 0.438 |\n"
+        "| test | **0.955** | 0.865 | 0.613 |"
+    )
+
+
+def test_perf_table_from_benchmark_json(tmp_path: Path):
+    crop = {"per_core_per_s": 118.0}
+    fmt = {"crop_10s": crop, "crop_3s": {"per_core_per_s": 256.0}, "full_clip": {"per_core_per_s": 43.5},
+           "librosa_offset_crop": {"per_core_per_s": 84.3}, "librosa_full_load": {"per_core_per_s": 25.4},
+           "crop_10s_vs_librosa_offset": 1.4, "crop_10s_vs_librosa_full_load": 4.65,
+           "full_clip_vs_librosa_full_load": 1.71, "check": {"full_16k_vs_librosa_max_abs": 0.0}}  # fmt: skip
+    decode = {
+        "benchmark": "decode", "quick": False, "file_seconds": 30.0,
+        "formats": {"44k_stereo": fmt, "48k_stereo": {"crop_10s": {"per_core_per_s": 114.0}},
+                    "44k_mono": {"crop_10s": {"per_core_per_s": 155.0}}},
+        "targets": {"crop_10s_per_core_per_s": {"target": 70, "measured": 118.0},
+                    "crop_10s_vs_librosa_offset": {"target": 2.0, "measured": 1.4}},
+    }  # fmt: skip
+    lines = _perf_table(tmp_path, decode).splitlines()
+    assert lines[:2] == ["| what (command) | measured | target |", "|---|---|---|"]
+    assert lines[2].endswith(
+        "| **118.0 /s per core** (48 kHz: 114.0, mono: 155.0); 3 s crops 256.0 /s; "
+        "whole clips 43.5 /s | >= 70 /s/core: met |"
+    )
+    assert lines[3] == (
+        "| the same crop vs `librosa.load(path, sr=16000, mono=True, offset=, duration=)` "
+        "| **1.4x** (librosa: 84.3 /s) | >= 2x: not met |"
+    )
+    assert "| 4.65x (librosa: 25.4 /s); whole clips 1.71x;" in lines[4]
