@@ -34,6 +34,7 @@ from genretag.vocabulary import join
 log = logging.getLogger(__name__)
 
 FIXED_COLUMNS = ["path", "duration", "size", "mtime_ns"]
+TRUNCATED = "truncated:"  # how an errors.csv line of a truncated (but tagged) file begins
 
 
 class Table:
@@ -123,6 +124,11 @@ class Table:
                 f"{path} holds rows for other labels or another --top-k; resume with the same "
                 f"--ckpt and --top-k, or choose another --out"
             )
+
+
+def _csv_cells(line: str) -> list[str]:
+    cells = next(csv.reader([line]), [])
+    return cells if len(cells) >= 2 else [*cells, "", ""]
 
 
 def _csv_line(cells: Sequence[Any]) -> str:
@@ -334,7 +340,8 @@ class Outputs:
             atomic_write(errors, "".join([_csv_line(["path", "error"]), *lines]))
         else:
             errors.unlink(missing_ok=True)
-        return len(lines)
+        # truncated files were tagged all the same: listed, not failed
+        return sum(1 for line in lines if not _csv_cells(line)[1].startswith(TRUNCATED))
 
 
 def _compact(

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from genretag.data import audio
 from genretag.data.datasets import Batch
 from genretag.inference import Aggregate, PadMode, Predictor, WindowCutter, clip_scores
+from genretag.tagger.outputs import TRUNCATED
 
 
 class WindowStream(IterableDataset):
@@ -215,8 +216,8 @@ def infer(
             if path in short:
                 got, want = short[path]
                 result.truncated = (
-                    f"truncated: decodes to {got / rate:.2f} s but its header declares "
-                    f"{want / rate:.2f} s"
+                    f"{TRUNCATED} decodes to {got / rate:.2f} s but its header declares "
+                    f"{want / rate:.2f} s; tagged from what decodes"
                 )
             results.append(result)
         yield results
