@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from genretag.data import archives
 from genretag.data import download as dl
 from genretag.data.fma import audio_relpath
 
@@ -236,7 +237,8 @@ def test_zip_path_traversal_is_refused(server, monkeypatch, tmp_path, capsys) ->
 
 def test_not_enough_disk_space(server, monkeypatch, tmp_path, capsys) -> None:
     serve(monkeypatch, server, "fma_small", [fma_small_zip()])
-    monkeypatch.setattr(dl.shutil, "disk_usage", lambda _: dl.shutil._ntuple_diskusage(1, 1, 1))
+    usage = archives.shutil._ntuple_diskusage(1, 1, 1)
+    monkeypatch.setattr(archives.shutil, "disk_usage", lambda _: usage)
     assert run(server, tmp_path, "fma_small", "--quiet") == 2
     err = capsys.readouterr().err
     assert "not enough free space" in err and str(tmp_path) in err

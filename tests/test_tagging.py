@@ -567,12 +567,12 @@ def test_ranks_merge_parts(
     monkeypatch.setattr(torch.distributed, "destroy_process_group", lambda: None)
     for out in (tmp_path / "a" / "tags.csv", tmp_path / "b" / "tags.csv"):
         args = [library.root, "--ckpt", ckpt, "--out", out, "--workers", 0, "--quiet"]
-        monkeypatch.setattr(tagging, "_ranks", lambda: (1, 2))
+        monkeypatch.setattr(tagging, "ranks", lambda: (1, 2))
         run(*args)
         part = pd.read_csv(out.with_name("tags.rank1of2.csv"))
         assert 0 < len(part) < len(library.good) and not out.exists()
         if out.parent.name == "a":
-            monkeypatch.setattr(tagging, "_ranks", lambda: (0, 2))
+            monkeypatch.setattr(tagging, "ranks", lambda: (0, 2))
         else:
             monkeypatch.undo()
         caplog.clear()

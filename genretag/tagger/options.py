@@ -1,0 +1,179 @@
+"""The ``genretag tag`` command line: options, their checks, the device, threads and ranks."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+
+from genretag.errors import ConfigError
+from genretag.system import available_cores
+from genretag.tagger import filetags
+
+EXAMPLES = """examples:
+  genretag tag ~/Music --ckpt best.ckpt --out tags.csv
+  genretag tag ~/Music --ckpt best.ckpt --out tags.jsonl --top-k 3 --threshold 0.3
+  genretag tag ~/Music --ckpt best.ckpt --out tags.csv --segments 1.0   # per-second timeline
+  genretag tag ~/Music --ckpt best.ckpt --write-tags --dry-run          # preview, then without --dry-run
+  genretag tag 'Music/**/*.flac' --ckpt a.ckpt --ckpt b.ckpt --ensemble geometric --out tags.csv
+  torchrun --nproc-per-node 4 -m genretag tag ~/Music --ckpt best.ckpt --out tags.csv
+
+Re-running with the same --out continues an interrupted run. Exit code: 0 all files tagged,
+1 some files failed (listed on stderr and in <out>.errors.csv), 2 a usage or checkpoint error.
+"""
+
+
+def _threshold(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a score in [0, 1] or auto") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit code 2 (via ConfigError)
+        raise ConfigError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="genretag tag",
+        description="Tag audio files with the genres a trained checkpoint predicts.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = p.add_argument
+    add("inputs", nargs="+", metavar="PATH", help="audio files, folders (recursive) or globs")
+    add("--ckpt", action="append", required=True, metavar="FILE", help="repeat for an ensemble")
+    add("--out", type=Path, metavar="FILE", help="results table, .csv or .jsonl (resumable)")
+    add("--top-k", type=int, default=3, metavar="K", help="genres listed/written per file (3)")
+    add(
+        "--threshold",
+        type=_threshold,
+        default=0.0,
+        metavar="P|auto",
+        help="least score to "
+        "list/write; auto: each genre's threshold that maximised F1 on validation",
+    )
+    add("--aggregate", choices=("mean", "max"), default="mean", help="window -> track scores")
+    add("--ensemble", choices=("arithmetic", "geometric"), default="arithmetic",
+        help="how the probabilities of several --ckpt are averaged")  # fmt: skip
+    add("--segments", type=float, metavar="S", help="timeline of window scores every S seconds")
+    add("--hop", type=float, metavar="S", help="seconds between windows (default: one window)")
+    add("--workers", type=int, metavar="N", help="decoding processes (default: a quarter of the "
+        "cores on CPU, where inference is the bottleneck; all but one with a GPU)")  # fmt: skip
+    add("--batch-size", type=int, metavar="N", help="windows per batch (8 on CPU, 64 on GPU)")
+    add("--device", default="auto", help="auto (a GPU when present), cpu, cuda, cuda:1 ...")
+    add("--write-tags", action="store_true", help="write the genres into the files' tags")
+    add("--mode", choices=filetags.MODES, default="skip",
+        help="for files that have a genre: keep it (skip), replace it, or add to it (merge)")  # fmt: skip
+    add("--dry-run", action="store_true", help="with --write-tags: print the changes only")
+    add(
+        "--genre-map",
+        type=Path,
+        metavar="FILE",
+        help="rename/merge/drop genres: a .yaml (rename:, drop:, keep:) or a label,genre .csv",
+    )
+    add(
+        "--with-parents",
+        action="store_true",
+        help="write each genre's FMA parents before it "
+        "(Electronic; Techno); they do not count against --max-genres",
+    )
+    add("--max-genres", type=int, metavar="N", help="genres chosen per file (default: --top-k)")
+    add(
+        "--min-score",
+        type=float,
+        metavar="P",
+        help="least score to choose a genre (default: --threshold)",
+    )
+    add(
+        "--report",
+        type=Path,
+        metavar="FILE.html",
+        help="at the end, an HTML report of the whole --out table (needs genretag[report])",
+    )
+    add(
+        "--playlists",
+        type=Path,
+        metavar="DIR",
+        help="at the end, one .m3u8 playlist per "
+        "chosen genre in DIR, paths relative to it (Navidrome, Jellyfin, mpd)",
+    )
+    add("--quiet", action="store_true", help="no progress bar: errors and the summary only")
+    return p
+
+
+def check(args: argparse.Namespace) -> None:
+    if not args.out and not args.write_tags:
+        raise ConfigError("nothing to do: give --out FILE and/or --write-tags")
+    if args.segments is not None and not args.out:
+        raise ConfigError("--segments needs --out (the timeline goes next to it)")
+    if (args.report or args.playlists) and not args.out:
+        raise ConfigError("--report and --playlists read the --out table; add --out FILE")
+    if args.dry_run and not args.write_tags:
+        raise ConfigError("--dry-run previews --write-tags; add --write-tags")
+    for name, value, low in [
+        ("--top-k", args.top_k, 1),
+        ("--max-genres", args.max_genres, 1),
+        ("--workers", args.workers, 0),
+        ("--batch-size", args.batch_size, 1),
+    ]:
+        if value is not None and value < low:
+            raise ConfigError(f"{name} must be at least {low}, got {value}")
+    for name, value in [("--segments", args.segments), ("--hop", args.hop)]:
+        if value is not None and not value > 0:
+            raise ConfigError(f"{name} must be a positive number of seconds, got {value}")
+    for name, value in [("--threshold", args.threshold), ("--min-score", args.min_score)]:
+        if isinstance(value, float) and not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{name} must be in [0, 1], got {value}")
+    if args.segments and args.hop and args.segments != args.hop:
+        raise ConfigError("--segments sets the hop between windows; leave out --hop")
+
+
+def device(spec: str) -> torch.device:
+    if spec != "auto":
+        try:
+            device = torch.device(spec)
+        except RuntimeError as error:
+            raise ConfigError(f"--device {spec}: {error}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"--device {spec}: no CUDA GPU here; use --device cpu (or auto)")
+        return device
+    if torch.cuda.is_available():
+        return torch.device(
+            "cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count()
+        )
+    return torch.device("cpu")
+
+
+def cpu_threads(workers: int) -> int:
+    """Torch threads for inference on CPU: the cores the decoding workers leave free.
+
+    Two threads fighting decoders for two cores make the GRU's many small ops ~10x slower.
+    OMP_NUM_THREADS, when set, wins.
+    """
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    return max(1, available_cores() - workers)
+
+
+def ranks() -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment; joins the process group when sharded."""
+    world = int(os.environ.get("WORLD_SIZE") or 1)
+    rank = int(os.environ.get("RANK") or os.environ.get("LOCAL_RANK") or 0)
+    if world > 1:
+        import torch.distributed as dist
+
+        if not {"MASTER_ADDR", "MASTER_PORT"} <= set(os.environ):
+            raise ConfigError(
+                "WORLD_SIZE > 1 needs MASTER_ADDR and MASTER_PORT (launch with torchrun)"
+            )
+        if not dist.is_initialized():  # a shard can take hours: a long barrier timeout
+            dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(days=7))
+    return rank, world
