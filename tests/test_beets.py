@@ -15,13 +15,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 pytest.importorskip("beets", reason="the beets plugin needs beets (pip install genretag[beets])")
 
 from beets.library import Item  # noqa: E402
 
+from genretag.data import audio  # noqa: E402
+from genretag.inference import windows  # noqa: E402
 from genretag.tagger.command import main as tag_main  # noqa: E402
+from genretag.task import load_model  # noqa: E402
 from tests.test_checkpoint import System, evil_checkpoint  # noqa: E402
 from tests.test_tagging import (  # noqa: E402
     LABELS,
@@ -38,9 +42,40 @@ FIELD = "genres" if "genres" in Item._fields else "genre"
 MAX_GENRES, MIN_SCORE = 2, 0.3
 
 
+def sharp_checkpoint(path: Path, files: list[Path], seed: int = 0) -> Path:
+    """save_checkpoint's tiny random model, with a head that tells ``files`` apart.
+
+    A random trunk maps every tone to nearly the same embedding, so every file would get the
+    same genres and a comparison would prove little: the head's rows become the embeddings'
+    principal directions (centred, scaled to a spread of ~8 logits), so the files' genres differ.
+    """
+    save_checkpoint(path, LABELS, seed=seed)
+    model = load_model(path).eval()
+    sr = int(model.hparams["sample_rate"])
+    window = round(model.hparams["window_seconds"] * sr)
+    clips = [windows(audio.decode(f, sr=sr), window) for f in files]
+    with torch.inference_mode():
+        emb = model.trunk(model.frontend(torch.from_numpy(np.concatenate(clips))))  # (N, E)
+    mean = emb.mean(0)
+    _, spread, directions = torch.linalg.svd(emb - mean, full_matrices=False)
+    n = len(LABELS)
+    weight = directions[:n] / spread[:n, None] * 8 * len(emb) ** 0.5
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["state_dict"]["head.1.weight"] = weight
+    checkpoint["state_dict"]["head.1.bias"] = -weight @ mean
+    torch.save(checkpoint, path)
+    return path
+
+
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt", LABELS)
+def reference(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The files every test imports (each test writes the same bytes into its own folder)."""
+    return library(tmp_path_factory.mktemp("reference"))
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory, reference: list[Path]) -> Path:
+    return sharp_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt", reference)
 
 
 class Beets:
@@ -150,8 +185,10 @@ def test_beet_genretag_tags_like_genretag_tag(ckpt: Path, tmp_path: Path) -> Non
     assert "tagged 1 items, 1 changed" in forced.stdout + forced.stderr
 
 
-def test_ensemble_and_genre_map_follow_genretag_tag(ckpt: Path, tmp_path: Path) -> None:
-    other = save_checkpoint(tmp_path / "other.ckpt", LABELS, seed=1)
+def test_ensemble_and_genre_map_follow_genretag_tag(
+    ckpt: Path, reference: list[Path], tmp_path: Path
+) -> None:
+    other = sharp_checkpoint(tmp_path / "other.ckpt", reference, seed=1)
     genre_map = tmp_path / "genres.yaml"
     genre_map.write_text("rename:\n  Electronic: Electronica\ndrop: [Rock]\n")
     beet = Beets(
