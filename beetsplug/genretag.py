@@ -36,7 +36,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,6 +97,17 @@ class Settings:
     ensemble: str
 
 
+@dataclass
+class Outcome:
+    """What a run did: items tagged (decoded and scored), the items whose genres changed (or
+    would, with pretend), items skipped for having a genre, and files that failed to decode."""
+
+    tagged: int = 0
+    changed: list[library.Item] = field(default_factory=list)
+    skipped: int = 0
+    failed: int = 0
+
+
 class GenreTagPlugin(BeetsPlugin):
     """``beet genretag`` and, with ``auto: yes``, genres on import."""
 
@@ -106,8 +117,10 @@ class GenreTagPlugin(BeetsPlugin):
         self._predictor: Predictor | None = None
         self._choose: Callable[[Any], list[tuple[str, float]]] | None = None
         self._last_progress = 0.0
+        self._unwritten: set[int] = set()  # items tagged on import that the importer won't write
         if self.config["auto"].get(bool):
             self.import_stages = [self.imported]
+            self.register_listener("import_task_files", self.import_task_files)
 
     # -- settings ----------------------------------------------------------------------------
     def settings(self, force: bool = False) -> Settings:
@@ -235,9 +248,25 @@ class GenreTagPlugin(BeetsPlugin):
         )
 
     def imported(self, session: ImportSession, task: ImportTask) -> None:
-        """Import stage (``auto: yes``): an album's items go through inference together; the
-        importer writes the files afterwards when ``import.write`` is on."""
-        self.tag_items(list(task.imported_items()), self.settings(), write=False, pretend=False)
+        """Import stage (``auto: yes``): an album's items go through inference together.
+
+        The files are not written here: the stage runs before the importer copies or moves them.
+        The importer writes them afterwards when ``import.write`` is on and it applied metadata;
+        :meth:`import_task_files` writes the ones it leaves (as-is imports, ``-A``).
+        """
+        items = list(task.imported_items())
+        outcome = self.tag_items(items, self.settings(), write=False, pretend=False)
+        self._unwritten.update(item.id for item in outcome.changed)
+
+    def import_task_files(self, session: ImportSession, task: ImportTask) -> None:
+        """After the importer placed the files: write the genres it did not (as-is imports)."""
+        items = [item for item in task.imported_items() if item.id in self._unwritten]
+        self._unwritten.difference_update(item.id for item in items)
+        written = bool(getattr(task, "apply", False))
+        written = written or getattr(task.choice_flag, "name", "") == "RETAG"
+        if items and session.config["write"].get(bool) and not written:
+            for item in items:
+                item.try_write()
 
     # -- decide -> record -> write ---------------------------------------------------------------
     def tag_items(
@@ -247,19 +276,19 @@ class GenreTagPlugin(BeetsPlugin):
         write: bool,
         pretend: bool,
         progress: bool = False,
-    ) -> dict[str, int]:
-        """Tag ``items`` in batches; returns counts (tagged, changed, skipped, failed)."""
-        counts = dict.fromkeys(("tagged", "changed", "skipped", "failed"), 0)
+    ) -> Outcome:
+        """Tag ``items`` in batches; returns what happened (see :class:`Outcome`)."""
+        outcome = Outcome()
         by_path: dict[str, list[library.Item]] = {}
         for item in items:
             if existing_genres(item) and not settings.force:
                 self._log.debug("{}: has a genre already (force: yes retags it)", item.filepath)
-                counts["skipped"] += 1
+                outcome.skipped += 1
                 continue
             by_path.setdefault(str(Path(os.fsdecode(item.path))), []).append(item)
         if not by_path:
-            self._summary(counts, pretend, progress)
-            return counts
+            self._summary(outcome, pretend, progress)
+            return outcome
         fields = genre_fields()
         if not fields:
             raise UserError("genretag: this beets has neither a genre nor a genres field")
@@ -268,19 +297,19 @@ class GenreTagPlugin(BeetsPlugin):
             for item in by_path.get(path, []):
                 if error is not None:
                     self._log.warning("{}: {}", item.filepath, error)
-                    counts["failed"] += 1
+                    outcome.failed += 1
                     continue
-                counts["tagged"] += 1
+                outcome.tagged += 1
                 if self._record(item, [name for name, _ in choose(scores)], fields, pretend):
-                    counts["changed"] += 1
+                    outcome.changed.append(item)
                     if write and not pretend:
                         item.try_write()
-            done = counts["tagged"] + counts["failed"]
+            done = outcome.tagged + outcome.failed
             if progress and time.monotonic() - self._last_progress > PROGRESS_SECONDS:
-                self._log.info("{}/{} items", done, len(by_path))
+                self._log.info("{}/{} items", done, sum(map(len, by_path.values())))
                 self._last_progress = time.monotonic()
-        self._summary(counts, pretend, progress)
-        return counts
+        self._summary(outcome, pretend, progress)
+        return outcome
 
     def _decide(
         self, paths: list[str], predictor: Predictor, settings: Settings
@@ -329,14 +358,14 @@ class GenreTagPlugin(BeetsPlugin):
             item.store()
         return True
 
-    def _summary(self, counts: dict[str, int], pretend: bool, progress: bool) -> None:
+    def _summary(self, outcome: Outcome, pretend: bool, progress: bool) -> None:
         changed = "would change" if pretend else "changed"
         text = (
-            f"tagged {counts['tagged']} items, {counts['changed']} {changed}, "
-            f"{counts['skipped']} skipped (they have a genre; -f retags them)"
+            f"tagged {outcome.tagged} items, {len(outcome.changed)} {changed}, "
+            f"{outcome.skipped} skipped (they have a genre; -f retags them)"
         )
-        if counts["failed"]:
-            self._log.warning("{}, {} FAILED (see above)", text, counts["failed"])
+        if outcome.failed:
+            self._log.warning("{}, {} FAILED (see above)", text, outcome.failed)
         elif progress:
             self._log.info("{}", text)
 

@@ -81,14 +81,14 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory, reference: list[Path]) -> Pat
 class Beets:
     """A beets directory under tmp_path (config.yaml, library.db) and ``beet`` run in it."""
 
-    def __init__(self, root: Path, **genretag: object) -> None:
+    def __init__(self, root: Path, copy: bool = False, **genretag: object) -> None:
         self.root = root
         self.db = root / "library.db"
         config = {
             "directory": str(root / "lib"),
             "library": str(self.db),
             "plugins": "genretag",
-            "import": {"copy": False, "move": False, "write": True, "log": None},
+            "import": {"copy": copy, "move": False, "write": True, "log": None},
             "genretag": {"max_genres": MAX_GENRES, "min_score": MIN_SCORE, **genretag},
         }
         root.mkdir(parents=True, exist_ok=True)
@@ -205,15 +205,22 @@ def test_ensemble_and_genre_map_follow_genretag_tag(
 
 
 def test_auto_tags_on_import(ckpt: Path, tmp_path: Path) -> None:
-    beet = Beets(tmp_path / "beets", ckpt=str(ckpt), auto=True, workers=1)  # a decoding process
-    paths = library(tmp_path / "music")
+    """``auto: yes`` with ``copy: yes``: the copies in the library carry the genres (written
+    after the importer copied them, as ``import.write`` asks), the originals stay as they were."""
+    beet = Beets(tmp_path / "beets", copy=True, ckpt=str(ckpt), auto=True, workers=1)
+    sources = library(tmp_path / "music")
+    before = {p: sha(p) for p in sources}
     beet("import", "-q", "-A", str(tmp_path / "music"))
-    expected = expected_genres(paths[1:], ckpt, tmp_path)
+    assert {p: sha(p) for p in sources} == before
     shown = beet.genres()
-    assert shown[str(paths[0])] == "Jazz"
-    for path in paths[1:]:
+    copies = [Path(p) for p, genres in shown.items() if genres != "Jazz"]
+    assert len(copies) == len(sources) - 1 and all(
+        tmp_path / "beets" / "lib" in p.parents for p in copies
+    )
+    expected = expected_genres(copies, ckpt, tmp_path)  # the copies' audio is the originals'
+    for path in copies:
         assert shown[str(path)] == expected[str(path)], path.name
-        assert read_genres(path) == expected[str(path)].split("; "), path.name  # import.write
+        assert read_genres(path) == expected[str(path)].split("; "), path.name
 
 
 def test_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path: Path) -> None:
