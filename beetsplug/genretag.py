@@ -152,7 +152,7 @@ class GenreTagPlugin(BeetsPlugin):
         try:
             return view.as_filename()  # ~ expanded; relative to the config file's folder
         except Exception as error:  # confuse's ConfigError: a list or a number given
-            raise UserError(f"genretag.{key}: {error}") from None
+            raise UserError(str(error)) from None  # confuse names it: genretag.ckpt#1: ...
 
     def _flag(self, key: str) -> bool:
         value = self.config[key].get()
@@ -202,7 +202,7 @@ class GenreTagPlugin(BeetsPlugin):
                 vocabulary.GenreMap.load(settings.genre_map, labels) if settings.genre_map else None
             )
         except ConfigError as error:
-            raise UserError(f"genretag: {_beets_names(str(error))}") from None
+            raise UserError(_beets_names(str(error))) from None
         except OSError as error:
             raise UserError(f"genretag: cannot load {settings.ckpt}: {error}") from None
         parents = predictor.genre_tree if settings.with_parents else None
@@ -387,6 +387,6 @@ def _device(spec: str) -> Any:
 
 def _beets_names(message: str) -> str:
     """genretag's messages name command-line options; here they are config keys."""
-    return message.replace("--genre-map ", "genretag.genre_map ").replace(
-        "--ckpt ", "genretag.ckpt "
-    )
+    message = message.replace("--genre-map ", "genretag.genre_map ")
+    message = message.replace("--ckpt ", "genretag.ckpt ")
+    return message if message.startswith("genretag.") else f"genretag: {message}"
