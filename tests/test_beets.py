@@ -185,6 +185,7 @@ def test_beet_genretag_tags_like_genretag_tag(ckpt: Path, tmp_path: Path) -> Non
     assert "tagged 1 items, 1 changed" in forced.stdout + forced.stderr
 
 
+@pytest.mark.slow
 def test_ensemble_and_genre_map_follow_genretag_tag(
     ckpt: Path, reference: list[Path], tmp_path: Path
 ) -> None:
