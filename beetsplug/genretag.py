@@ -194,9 +194,11 @@ class GenreTagPlugin(BeetsPlugin):
         from genretag import vocabulary
         from genretag.errors import ConfigError
         from genretag.inference import load_predictor
+        from genretag.tagger import options
 
         try:
-            predictor = load_predictor(settings.ckpt, _device(settings.device), settings.ensemble)
+            device = options.device(settings.device)  # the same rules as `genretag tag --device`
+            predictor = load_predictor(settings.ckpt, device, settings.ensemble)
             labels = predictor.labels
             genre_map = (
                 vocabulary.GenreMap.load(settings.genre_map, labels) if settings.genre_map else None
@@ -318,7 +320,7 @@ class GenreTagPlugin(BeetsPlugin):
         import torch
 
         from genretag.system import available_cores
-        from genretag.tagger.command import cpu_threads
+        from genretag.tagger.options import cpu_threads
         from genretag.tagger.stream import infer
 
         cuda = predictor.device.type == "cuda"
@@ -368,21 +370,6 @@ class GenreTagPlugin(BeetsPlugin):
             self._log.warning("{}, {} FAILED (see above)", text, outcome.failed)
         elif progress:
             self._log.info("{}", text)
-
-
-def _device(spec: str) -> Any:
-    """``auto`` (a GPU when there is one), ``cpu``, ``cuda``, ``cuda:1`` ... as a torch device."""
-    import torch
-
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError as error:
-        raise UserError(f"genretag.device: {error}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"genretag.device {spec}: no CUDA GPU here; use cpu (or auto)")
-    return device
 
 
 def _beets_names(message: str) -> str:
