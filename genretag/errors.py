@@ -28,6 +28,14 @@ class ConfigError(ValueError):
     """A setting, path or file the user gave is wrong; the message names it and says what to do."""
 
 
+class CommandParser(argparse.ArgumentParser):
+    """argparse for genretag's own commands: a bad command line is one ConfigError line (exit 2
+    through :func:`run_command`), not argparse's usage block."""
+
+    def error(self, message: str) -> None:
+        raise ConfigError(f"{message} (see {self.prog} --help)")
+
+
 def one_line(error: argparse.ArgumentError) -> str:
     """jsonargparse's nested report -> ``data.subset: Expected a ... Got value: tiny``."""
     text = str(error)

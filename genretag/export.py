@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from genretag.checkpoint import load_checkpoint, plain
-from genretag.errors import ConfigError, run_command
+from genretag.errors import CommandParser, ConfigError, run_command
 from genretag.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -183,14 +183,9 @@ def describe_card(checkpoint: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit code 2 (via ConfigError)
-        raise ConfigError(f"{message} (see genretag export --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``genretag export`` command line."""
-    parser = _Parser(
+    parser = CommandParser(
         prog="genretag export",
         description="Write a shareable model file: weights, settings and a model card; no "
         "optimizer, loop or callback state. It loads as plain data (nothing in it runs).",

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from genretag.errors import ConfigError, run_command
+from genretag.errors import CommandParser, ConfigError, run_command
 from genretag.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -337,13 +337,8 @@ or a table that cannot be read.
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit code 2
-        raise ConfigError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = CommandParser(
         prog="genretag report",
         description="Write one self-contained HTML page about the results of genretag tag.",
         epilog=EXAMPLES,

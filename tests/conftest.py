@@ -119,3 +119,15 @@ def fit_args(corpus: Corpus, root: Path, *extra: str) -> list[str]:
         *TINY_MODEL,
         *extra,
     ]
+
+
+def save_model(model, path: Path) -> Path:
+    """A real Lightning checkpoint of ``model`` (a TaggingTask), as ``fit`` would write it."""
+    import pytorch_lightning as pl
+
+    trainer = pl.Trainer(
+        logger=False, enable_checkpointing=False, accelerator="cpu", enable_progress_bar=False
+    )
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(path)
+    return path

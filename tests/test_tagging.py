@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 import psutil
 import pytest
-import pytorch_lightning as pl
 import soundfile as sf
 import torch
 
@@ -31,6 +30,7 @@ from genretag.tagger import filetags
 from genretag.tagger.command import main
 from genretag.tagger.scan import scan
 from genretag.task import TaggingTask
+from tests.conftest import save_model
 
 LABELS = ["Rock", "Electronic", "Hip-Hop", "Old-Time / Historic"]
 REPO = Path(__file__).resolve().parents[1]
@@ -57,12 +57,7 @@ def save_checkpoint(
         gru_layers=1,
         spec_augment=False,
     )
-    trainer = pl.Trainer(
-        logger=False, enable_checkpointing=False, accelerator="cpu", enable_progress_bar=False
-    )
-    trainer.strategy.connect(model)
-    trainer.save_checkpoint(path)
-    return path
+    return save_model(model, path)
 
 
 @pytest.fixture(scope="module")

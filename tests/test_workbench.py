@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import pytorch_lightning as pl
 import torch
 
 from genretag.checkpoint import read_checkpoint
 from genretag.metrics import best_f1_thresholds
 from genretag.tagger.command import main as tag_main
 from genretag.task import TaggingTask, load_model
-from tests.conftest import write_mp3
+from tests.conftest import save_model, write_mp3
 
 LABELS = ["Rock", "Electronic", "Hip-Hop"]
 SMALL = {
@@ -22,15 +21,6 @@ SMALL = {
     "genretag.models.musicnn.Musicnn": {},
     "genretag.models.resnet.ShortChunkResNet": {"channels": [4, 4, 8, 8, 8, 8, 8]},
 }
-
-
-def save(model: TaggingTask, path: Path) -> Path:
-    trainer = pl.Trainer(
-        logger=False, enable_checkpointing=False, accelerator="cpu", enable_progress_bar=False
-    )
-    trainer.strategy.connect(model)
-    trainer.save_checkpoint(path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +39,7 @@ def test_each_trunk_round_trips_through_tag(
     torch.manual_seed(0)
     spec = {"class_path": class_path, "init_args": SMALL[class_path]}
     model = TaggingTask(labels=LABELS, window_seconds=1.0, trunk=spec, spec_augment=False)
-    ckpt = save(model, tmp_path / "trunk.ckpt")
+    ckpt = save_model(model, tmp_path / "trunk.ckpt")
     assert read_checkpoint(ckpt)["hyper_parameters"]["trunk"] == spec  # plain data
     loaded = load_model(str(ckpt))
     assert type(loaded.trunk) is type(model.trunk)
@@ -79,12 +69,12 @@ def test_threshold_auto_uses_each_genres_validation_threshold(
     model = TaggingTask(
         labels=LABELS, window_seconds=1.0, channels=(4, 8, 8, 8), gru_hidden=8, gru_layers=1
     )
-    probe = load_model(str(save(model, tmp_path / "probe.ckpt")))
+    probe = load_model(str(save_model(model, tmp_path / "probe.ckpt")))
     with torch.inference_mode():
         scores = probe.head.probabilities(probe(torch.zeros(1, 16_000)))[0]
     # thresholds just below/above what the model gives: Rock always in, the others never
     model.label_thresholds.copy_(torch.tensor([0.0, 1.0, 1.0]))
-    ckpt = save(model, tmp_path / "thresholds.ckpt")
+    ckpt = save_model(model, tmp_path / "thresholds.ckpt")
     out = tmp_path / "auto.csv"
     args = [*map(str, songs), "--ckpt", str(ckpt), "--out", str(out), "--threshold", "auto"]
     assert tag_main(args) == 0

@@ -51,7 +51,7 @@ from genretag.data.archives import (
     verify_archive,
     verify_checksums,
 )
-from genretag.errors import run_command
+from genretag.errors import CommandParser, run_command
 
 log = logging.getLogger(__name__)
 
@@ -254,15 +254,10 @@ def download_dataset(
     return all(results)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line instead of usage + message
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``genretag download`` command line."""
     rows = "\n".join(f"  {n:<14}{d.size:>9}  {d.summary}" for n, d in DATASETS.items())
-    parser = _Parser(
+    parser = CommandParser(
         prog="genretag download",
         description="Download an official dataset archive, verify it and unpack it.",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from genretag.errors import ConfigError
+from genretag.errors import CommandParser, ConfigError
 from genretag.system import available_cores
 from genretag.tagger import filetags
 
@@ -35,13 +35,8 @@ def _threshold(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"{text!r}: give a score in [0, 1] or auto") from None
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit code 2 (via ConfigError)
-        raise ConfigError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = CommandParser(
         prog="genretag tag",
         description="Tag audio files with the genres a trained checkpoint predicts.",
         epilog=EXAMPLES,
