@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pickle
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from genretag.data import fma
@@ -171,3 +173,36 @@ def test_missing_file_and_wrong_suffix(tmp_path):
     (tmp_path / "map.json").write_text("{}")
     with pytest.raises(ConfigError, match=r"\.yaml, \.yml or \.csv"):
         GenreMap.load(tmp_path / "map.json", LABELS)
+
+
+def test_the_table_shows_exactly_what_write_tags_writes(tmp_path: Path) -> None:
+    """--genre-map, --with-parents, --max-genres and --min-score decide the table's genres
+    column and the files' genre tags alike (what is reviewed is what gets written)."""
+    import torch
+
+    from genretag.tagger.command import main as tag_main
+    from genretag.task import TaggingTask
+    from tests.conftest import save_model
+    from tests.test_tagging import make_tagged, read_genres
+
+    labels = ["Electronic", "Techno", "Rock", "Hip-Hop"]
+    tree = {"Electronic": [], "Techno": ["Electronic"], "Rock": [], "Hip-Hop": []}
+    torch.manual_seed(3)
+    model = TaggingTask(labels=labels, window_seconds=1.0, channels=(4, 8, 8, 8), gru_hidden=8,
+                        gru_layers=1, spec_augment=False, genre_tree=tree)  # fmt: skip
+    with torch.no_grad():  # a sharp head: the files get different genres
+        model.head[1].weight.normal_(0, 3.0)
+    ckpt = save_model(model, tmp_path / "m.ckpt")
+    files = [p for p in make_tagged(tmp_path / "lib") if read_genres(p) == []]
+    (tmp_path / "map.yaml").write_text("rename:\n  Hip-Hop: Hip Hop\n  Rock: Rock & Roll\n")
+    out = tmp_path / "tags.csv"
+    choice = ["--genre-map", str(tmp_path / "map.yaml"), "--with-parents", "--max-genres", "2",
+              "--min-score", "0.2"]  # fmt: skip
+    args = [*map(str, files), "--ckpt", str(ckpt), "--out", str(out), *choice]
+    assert tag_main(args) == 0  # the review: nothing is written yet
+    reviewed = pd.read_csv(out, keep_default_na=False).set_index("path")["genres"]
+    assert tag_main([*args, "--write-tags", "--mode", "overwrite"]) == 0
+    written = {str(p): "; ".join(read_genres(p)) for p in files}
+    assert written == reviewed.to_dict()
+    assert any("Electronic; Techno" in g for g in written.values()), written  # parents first
+    assert not any(g in ("Rock", "Hip-Hop") for v in written.values() for g in v.split("; "))
