@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from genretag.errors import ConfigError
-from genretag.inference import Predictor, load_predictor
+from genretag.inference import PRECISIONS, Predictor, load_predictor
 from genretag.io import file_key
 from genretag.system import available_cores
 from genretag.tagger import filetags
@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
         "cores on CPU, where inference is the bottleneck; all but one with a GPU)")  # fmt: skip
     add("--batch-size", type=int, metavar="N", help="windows per batch (8 on CPU, 64 on GPU)")
     add("--device", default="auto", help="auto (a GPU when present), cpu, cuda, cuda:1 ...")
+    add("--precision", choices=PRECISIONS, default="fp32",
+        help="model arithmetic: fp32 (default), bf16 (AVX-512 BF16 CPUs, GPUs), int8 (CPU)")  # fmt: skip
     add("--write-tags", action="store_true", help="write the genres into the files' tags")
     add("--mode", choices=filetags.MODES, default="skip",
         help="for files that have a genre: keep it (skip), replace it, or add to it (merge)")  # fmt: skip
@@ -196,7 +198,7 @@ def _run(args: argparse.Namespace) -> int:
     _check(args)
     log.setLevel(logging.WARNING if args.quiet else logging.NOTSET)
     device = _device(args.device)
-    ensemble = load_predictor(args.ckpt, device, args.ensemble)
+    ensemble = load_predictor(args.ckpt, device, args.ensemble, precision=args.precision)
     if args.workers is None:
         args.workers = (
             min(16, available_cores() - 1)
