@@ -229,6 +229,7 @@ def main() -> None:
         help="a trained checkpoint for model NAME (demo or default) instead of random weights",
     )  # fmt: skip
     parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, help="(fp32 int8)")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--repeat", type=int, default=3, help="runs per precision (median)")
     parser.add_argument(
         "--precisions-only", action="store_true", help="with --real: only the precision runs"
@@ -254,7 +255,7 @@ def main() -> None:
         corpus: {
             name: precisions(folder, Path(trained.get(name, ckpt)), chosen, runs, 1, tmp)
             for name, ckpt in ckpts.items()
-            if name == "demo" or not args.quick
+            if name in args.models and (name == "demo" or not args.quick)
         }
         for corpus, folder in corpora.items()
     }
