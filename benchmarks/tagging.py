@@ -41,8 +41,10 @@ import pytorch_lightning as pl
 import soundfile as sf
 import torch
 from _corpus import music, write_fma_mp3  # benchmarks/ is on the path when run as a script
+from _realmusic import real_corpora
 from torch.utils.data import DataLoader
 
+from genretag.inference import PRECISIONS
 from genretag.tagger import command, scan, stream
 from genretag.task import TaggingTask
 
@@ -124,12 +126,14 @@ def throughput(library: Path, ckpt: Path, workers: int, audio_s: float, tmp: Pat
     }
 
 
-def peak_memory(path: Path, seconds: float, ckpt: Path, workers: int, tmp: Path) -> dict:
-    """``python -m genretag tag`` on one long file in a fresh process; its tree's peak memory."""
+def peak_memory(
+    path: Path, seconds: float, ckpt: Path, workers: int, tmp: Path, extra: tuple = ()
+) -> dict:
+    """``python -m genretag tag`` on a file or folder in a fresh process; its tree's peak memory."""
     out = tmp / f"long-{ckpt.stem}.csv"
     out.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "genretag", "tag", str(path), "--ckpt", str(ckpt)]
-    cmd += ["--out", str(out), "--workers", str(workers), "--quiet"]
+    cmd += ["--out", str(out), "--workers", str(workers), "--quiet", *extra]
     wall, children = time.perf_counter(), _children_cpu()
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     main = psutil.Process(proc.pid)
@@ -161,6 +165,57 @@ def peak_memory(path: Path, seconds: float, ckpt: Path, workers: int, tmp: Path)
     }
 
 
+def _scores(out: Path) -> dict[str, np.ndarray]:
+    """{path: scores (C,)} of a --out table (csv)."""
+    header, *lines = out.read_text().splitlines()
+    first = header.split(",").index("top3_score") + 1  # the label columns follow the top-k
+    rows = [line.split(",") for line in lines if line]
+    return {row[0]: np.array(row[first:], np.float64) for row in rows}
+
+
+def precisions(
+    folder: Path, ckpt: Path, precisions: list[str], repeat: int, workers: int, tmp: Path
+) -> dict:
+    """Each precision on ``folder`` in fresh processes (median of ``repeat`` runs, with the load
+    average of each) and its agreement with fp32: top-1 equal, largest probability difference."""
+    files = scan.scan([str(folder)])
+    audio_s = sum(sf.info(f).duration for f in files)
+    result, reference = {}, None
+    for precision in precisions:
+        runs = []
+        for _ in range(repeat):
+            load = os.getloadavg()[0]
+            run = peak_memory(folder, audio_s, ckpt, workers, tmp, ("--precision", precision))
+            run["load_avg_1min"] = round(load, 2)
+            runs.append(run)
+        scores = _scores(tmp / f"long-{ckpt.stem}.csv")
+        speeds = sorted(r["x_realtime_with_startup"] for r in runs)
+        entry = {
+            "files": len(files),
+            "audio_s": round(audio_s, 1),
+            "x_realtime_with_startup_median": speeds[len(speeds) // 2],
+            "runs": [
+                {
+                    k: r[k]
+                    for k in ("x_realtime_with_startup", "wall_s_with_startup", "load_avg_1min")
+                }
+                for r in runs
+            ],
+            "peak_pss_mb": max(r["peak_pss_mb"] for r in runs),
+            "peak_rss_sum_mb": max(r["peak_rss_sum_mb"] for r in runs),
+        }
+        if precision == "fp32":
+            reference = scores
+        elif reference is not None:
+            keys = sorted(reference)
+            ref = np.stack([reference[k] for k in keys])
+            got = np.stack([scores[k] for k in keys])
+            entry["top1_agreement"] = round(float((ref.argmax(1) == got.argmax(1)).mean()), 4)
+            entry["max_abs_prob_diff"] = round(float(np.abs(ref - got).max()), 5)
+        result[precision] = entry
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -168,17 +223,55 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="4 min of clips, a 10-minute file")
     parser.add_argument("--keep", type=Path, help="folder for the generated audio, reused later")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--real", type=Path, help="a folder of real music: MP3/Opus corpora")
+    parser.add_argument(
+        "--ckpt", action="append", default=[], metavar="NAME=FILE",
+        help="a trained checkpoint for model NAME (demo or default) instead of random weights",
+    )  # fmt: skip
+    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, help="(fp32 int8)")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--repeat", type=int, default=3, help="runs per precision (median)")
+    parser.add_argument(
+        "--precisions-only", action="store_true", help="with --real: only the precision runs"
+    )
     args = parser.parse_args()
     tmp = args.keep or Path(tempfile.mkdtemp(prefix="genretag-bench-"))
     clips, long_s = (8, 600.0) if args.quick else (40, 3600.0)
     library = tmp / f"library-{clips}"
-    for i in range(clips):
+    synthetic = not (args.real and args.precisions_only)
+    for i in range(clips if synthetic else 0):
         if not (library / f"{i:03d}.mp3").exists():
             write_fma_mp3(library / f"{i:03d}.mp3", CLIP_S, seed=i)
-    long_file = write_long_mp3(tmp / f"long-{long_s:.0f}s.mp3", long_s)
+    long_file = tmp / f"long-{long_s:.0f}s.mp3"
+    if synthetic:
+        write_long_mp3(long_file, long_s)
     ckpts = {name: save_checkpoint(tmp / f"{name}.ckpt", name) for name in MODELS}
+    trained = dict(spec.split("=", 1) for spec in args.ckpt)
     audio_s = CLIP_S * clips
+    chosen = args.precisions or ["fp32", "int8"]
+    corpora = real_corpora(args.real, tmp) if args.real else {"synthetic_mp3": library}
+    runs = 1 if args.quick else args.repeat
+    precision_runs = {
+        corpus: {
+            name: precisions(folder, Path(trained.get(name, ckpt)), chosen, runs, 1, tmp)
+            for name, ckpt in ckpts.items()
+            if name in args.models and (name == "demo" or not args.quick)
+        }
+        for corpus, folder in corpora.items()
+    }
 
+    summary = {
+        "precisions": {
+            "workers": 1,
+            "trained": trained,
+            "real": str(args.real) if args.real else None,
+        },
+        "corpora": precision_runs,
+    }
+    if not synthetic:
+        print(json.dumps({"benchmark": "tagging", "quick": args.quick, **summary}))
+        print("# tagging: precision runs only (--precisions-only)", flush=True)
+        return
     load = os.getloadavg()[0]
     result = {
         "benchmark": "tagging",
@@ -201,6 +294,7 @@ def main() -> None:
             if name == "demo" or not args.quick
         ],
     }
+    result.update(summary)
     result["machine"]["load_avg_1min"] = [round(load, 2), round(os.getloadavg()[0], 2)]
     best = {}
     for name in MODELS:

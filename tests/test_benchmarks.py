@@ -23,6 +23,7 @@ EXPECTED = {
     "step": ("variants", "best"),
     "fit": ("runs", "cached_epoch_speedup"),
     "metadata": ("rows", "cold_s", "cached_s"),
+    "tagging": ("throughput", "long_file", "precisions", "corpora", "targets"),
 }
 
 # rows each benchmark adds to the README's performance table
@@ -82,6 +83,10 @@ def test_benchmark_prints_json(name: str, tmp_path: Path):
     if name == "loader":
         assert set(result["sources"]) == {"stream", "cache"}
         assert all(f["clips_per_s"] > 0 for f in result["sources"]["cache"].values())
+    if name == "tagging":
+        demo = result["corpora"]["synthetic_mp3"]["demo"]
+        assert demo["fp32"]["x_realtime_with_startup_median"] > 0
+        assert 0.0 <= demo["int8"]["top1_agreement"] <= 1.0
     if name == "fit":
         assert [len(epochs) for epochs in result["runs"].values()] == [2, 2]
         assert all(e["train_clips"] == 8 for epochs in result["runs"].values() for e in epochs)

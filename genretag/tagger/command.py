@@ -74,7 +74,7 @@ def _run(args: argparse.Namespace) -> int:
     check(args)
     log.setLevel(logging.WARNING if args.quiet else logging.NOTSET)
     device = options.device(args.device)
-    ensemble = load_predictor(args.ckpt, device, args.ensemble)
+    ensemble = load_predictor(args.ckpt, device, args.ensemble, precision=args.precision)
     if errors.VERBOSE:  # what each model is: its card (data, metrics, version)
         for path, model in zip(args.ckpt, ensemble.models, strict=True):
             print(f"{path}:\n{getattr(model, 'card', '')}", file=sys.stderr)

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from genretag.errors import CommandParser, ConfigError
+from genretag.inference import PRECISIONS
 from genretag.system import available_cores
 from genretag.tagger import filetags
 
@@ -63,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--workers", type=int, metavar="N", help="decoding processes (default: a quarter of the "
         "cores on CPU, where inference is the bottleneck; all but one with a GPU)")  # fmt: skip
     add("--batch-size", type=int, metavar="N", help="windows per batch (8 on CPU, 64 on GPU)")
+    add("--precision", choices=PRECISIONS, default="fp32",
+        help="model arithmetic: fp32 (default: the fastest measured here), bf16 (CPUs with "
+        "AVX-512 BF16, GPUs), int8 (CPU: GRU and linear layers quantized)")  # fmt: skip
     add("--device", default="auto", help="auto (a GPU when present), cpu, cuda, cuda:1 ...")
     add("--write-tags", action="store_true", help="write the genres into the files' tags")
     add("--mode", choices=filetags.MODES, default="skip",
