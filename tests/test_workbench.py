@@ -19,7 +19,7 @@ LABELS = ["Rock", "Electronic", "Hip-Hop"]
 SMALL = {
     "genretag.models.fcn.FCN": {"channels": [4, 8, 8]},
     "genretag.models.musicnn.Musicnn": {},
-    "genretag.models.resnet.ShortChunkResNet": {"channels": [4, 4, 8, 8, 8, 8, 8]},
+    "genretag.models.resnet.ShortChunkResNet": {"channels": 4},
 }
 
 
