@@ -24,7 +24,7 @@ from genretag.errors import ConfigError
 from genretag.export import describe_card
 from genretag.features import FRONTEND_KEYS, LogMel, SpecAugment
 from genretag.heads import Task, make_head
-from genretag.inference import PadMode, clip_scores
+from genretag.inference import Combine, PadMode, clip_scores
 from genretag.metrics import ClipPredictions
 from genretag.models import build_trunk
 
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 # Hyper-parameters that must match for trunk weights to be reusable (transfer, checks).
 TRUNK_KEYS = ("trunk", "channels", "gru_hidden", "gru_layers")
 STAGES = ("train", "val", "test", "predict")
+ENSEMBLE_KEYS = ("ensemble", "ensemble_combine", "ensemble_weights")  # not model settings
 
 
 class TaggingTask(pl.LightningModule):
@@ -62,6 +63,9 @@ class TaggingTask(pl.LightningModule):
         threshold: float = 0.5,
         init_from: str | None = None,
         freeze_trunk_epochs: int = 0,
+        ensemble: list[str] | None = None,
+        ensemble_combine: Combine = "arithmetic",
+        ensemble_weights: list[float] | None = None,
     ) -> None:
         """
         Args:
@@ -86,13 +90,20 @@ class TaggingTask(pl.LightningModule):
             init_from: a genretag checkpoint whose front-end and trunk start this model (transfer);
                 the head is new. Its front-end and trunk settings must equal these.
             freeze_trunk_epochs: train only the head for this many first epochs.
+            ensemble: checkpoints that ``test`` and ``predict`` score with instead of this
+                model's weights, combined by genretag.inference.Predictor (as ``tag`` does);
+                not saved in checkpoints.
+            ensemble_combine: arithmetic or geometric mean of the members' probabilities.
+            ensemble_weights: one weight per ensemble member (normalised); default equal.
         """
         super().__init__()
         if not labels:
             raise ConfigError(
                 "model.labels: no labels; they come from the data module (data.label_names)"
             )
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=list(ENSEMBLE_KEYS))
+        self.ensemble_paths, self.ensemble_combine = ensemble, ensemble_combine
+        self.ensemble_weights, self._ensemble = ensemble_weights, None
         self.labels = list(labels)
         self.frontend = LogMel(sample_rate, n_fft, hop_length, n_mels, f_min, f_max)
         self.augment = SpecAugment() if spec_augment else nn.Identity()
@@ -144,6 +155,10 @@ class TaggingTask(pl.LightningModule):
     # -- evaluation ----------------------------------------------------------------------------
     def clip_probabilities(self, batch: Batch) -> Tensor:
         """Window probabilities averaged per clip (B, C), as genretag.inference scores them."""
+        if self._ensemble is not None:  # test/predict with --model.ensemble
+            return self._ensemble.clip_probabilities(
+                batch["audio"], batch.get("clip"), len(batch["key"])
+            )
         probs = self.head.probabilities(self(batch["audio"]))
         clip = batch.get("clip")
         return probs if clip is None else clip_scores(probs, clip, len(batch["key"]))
@@ -191,6 +206,31 @@ class TaggingTask(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._log_skipped("train")
+
+    def on_test_start(self) -> None:
+        self._load_ensemble()
+
+    def on_predict_start(self) -> None:
+        self._load_ensemble()
+
+    def _load_ensemble(self) -> None:
+        """Load ``ensemble``'s members (as data) onto this model's device, once."""
+        if not self.ensemble_paths or self._ensemble is not None:
+            return
+        from genretag.inference import Predictor, for_inference
+
+        models = [for_inference(load_model(p), self.device) for p in self.ensemble_paths]
+        names = [f"model.ensemble: {p}" for p in self.ensemble_paths]
+        predictor = Predictor(models, self.ensemble_combine, self.ensemble_weights, names)
+        if predictor.labels != self.labels:
+            raise ConfigError(
+                f"{names[0]}: its labels {_short(predictor.labels)} are not the data's "
+                f"{_short(self.labels)}; ensemble members must be trained on these labels"
+            )
+        self._ensemble = predictor
+        log.info(
+            "scoring with an ensemble of %d checkpoints (%s)", len(models), self.ensemble_combine
+        )
 
     # -- TensorBoard extras --------------------------------------------------------------------
     def _tensorboard(self):
