@@ -2,7 +2,7 @@
 
     python benchmarks/freesound_recipe.py [--seeds 0 1 2] [--epochs 6] [--quick]
 
-Per seed: a corpus from genretag.synth.freesound (41 classes; ``--train`` clips per class of
+Per seed: a corpus from genretag.synth.freesound (``--classes`` of the 41; ``--train`` clips per class of
 which ``--verified`` manually verified; 30 % of the unverified clips carry another class's sound
 and manually_verified 0, seeded), the demo model of configs/freesound_demo.yaml (1 s windows),
 and test mAP@3 (scored through genretag.inference, as ``test`` and ``tag`` score) of:
@@ -11,7 +11,7 @@ and test mAP@3 (scored through genretag.inference, as ``test`` and ``tag`` score
 * ``trusted``: verified + the unverified clips label spreading confirmed (embeddings of the
   ``verified`` model, genretag.spreading defaults: rbf, gamma 20, alpha 0.2, L2-normalised);
 * ``self_train``: ``trusted`` fine-tuned for 2 rounds on pseudo-labelled test audio
-  (thresholds 0.6, 0.7; pseudo weight 0.5; genretag.selftrain);
+  (thresholds ``--st-start`` and 0.1 more; pseudo weight 0.5; lr 0.001; genretag.selftrain);
 * ``folds5``: the ``trusted`` recipe trained on 5 stratified folds, the 5 models averaged
   (arithmetic mean of probabilities, genretag.inference.Predictor).
 
@@ -45,6 +45,7 @@ from genretag.spreading import catch_rate, trusted_table
 from genretag.synth.freesound import TRUTH_CSV, synthesize
 from genretag.task import TaggingTask, load_model
 
+log = logging.getLogger("freesound_recipe")
 DEMO_MODEL = {"channels": (16, 32, 32, 32), "gru_hidden": 32, "gru_layers": 1, "dropout": 0.1}
 CONDITIONS = ("verified", "all", "weighted", "trusted", "self_train", "folds5")
 
@@ -64,6 +65,7 @@ class Run:
             label_noise=0.3,
             sr=16_000,
             seed=seed,
+            n_classes=args.classes,
         )
         self.count = 0
 
@@ -71,9 +73,9 @@ class Run:
         settings = {
             "root": str(self.corpus),
             "window_seconds": 1.0,
-            "batch_size": 16,
+            "batch_size": 8,
             "num_workers": 0,
-            "val_fraction": 0.25,
+            "val_fraction": 0.2,
             "seed": self.seed,
             "pin_memory": False,
             **kwargs,
@@ -130,6 +132,8 @@ def one_seed(seed: int, args: argparse.Namespace, scratch: Path) -> dict[str, An
     def timed(name: str, ckpts: list[str], began: float) -> None:
         out["map3"][name] = round(run.map3(ckpts), 4)
         out["seconds"][name] = round(time.perf_counter() - began, 1)
+        log.warning("seed %d %s: test mAP@3 %.4f (%.0f s)", seed, name, out["map3"][name],
+                    out["seconds"][name])  # fmt: skip
 
     t = time.perf_counter()
     verified = run.train(verified="verified")
@@ -162,7 +166,7 @@ def one_seed(seed: int, args: argparse.Namespace, scratch: Path) -> dict[str, An
         paths,
         lambda pseudo: run.data(verified="verified", trusted=str(trusted_csv), pseudo=pseudo),
         run.root / "self_train",
-        Schedule(rounds=2, start=0.6, step=0.1, stop=0.8, pseudo_weight=0.5, epochs=args.ft_epochs),
+        Schedule(2, args.st_start, 0.1, args.st_start + 0.1, 0.5, args.ft_epochs),
         lr=0.001,
         trainer_kwargs={"accelerator": "cpu", "logger": False},
     )
@@ -182,10 +186,12 @@ def one_seed(seed: int, args: argparse.Namespace, scratch: Path) -> dict[str, An
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--train", type=int, default=10, help="training clips per class")
-    p.add_argument("--verified", type=int, default=4, help="of which manually verified")
-    p.add_argument("--test", type=int, default=3, help="test clips per class")
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--classes", type=int, default=10, help="classes in the corpus (of 41)")
+    p.add_argument("--train", type=int, default=12, help="training clips per class")
+    p.add_argument("--verified", type=int, default=5, help="of which manually verified")
+    p.add_argument("--test", type=int, default=4, help="test clips per class")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--st-start", type=float, default=0.5, help="round 0's threshold (+0.1 next)")
     p.add_argument("--ft-epochs", type=int, default=2, help="fine-tuning epochs per round")
     p.add_argument("--quick", action="store_true", help="one seed, 2 epochs (a smoke run)")
     args = p.parse_args()

@@ -120,7 +120,7 @@ def fine_tune(
     version = folder / "self_train" / f"round_{round_}"
     if version.exists():
         shutil.rmtree(version)
-    model = load_model(ckpt)
+    model = load_model(ckpt).train()  # load_model gives eval mode; Lightning keeps modes
     if lr is not None:
         model.hparams.lr = lr
     best = ModelCheckpoint(

@@ -1,5 +1,6 @@
 """FSDKaggle2018: both layouts, the validation split, missing audio, mAP@3, training in each
-``verified`` mode, the Kaggle submission, and transfer from a genre checkpoint (init_from)."""
+``verified`` mode, the Kaggle submission, transfer from a genre checkpoint (init_from), and the
+validation embeddings in TensorBoard's projector. The recipe's steps: test_freesound_recipe.py."""
 
 from __future__ import annotations
 
@@ -314,6 +315,17 @@ def test_metrics_logged_to_tensorboard(transferred: Path) -> None:
     assert {"val/map3", "val/accuracy", "val/roc_auc", "val/loss", "train/loss"} <= tags
     per_class = {t for t in tags if t.startswith("val_accuracy_per_label/")}
     assert len(per_class) == 41 and "val_accuracy_per_label/Hi-hat" in per_class
+
+
+def test_val_embeddings_in_tensorboard_projector(transferred: Path) -> None:
+    """configs/freesound.yaml's EmbeddingProjector: the best epoch's val clips, labelled."""
+    (config,) = transferred.rglob("projector_config.pbtxt")
+    (metadata,) = config.parent.rglob("metadata.tsv")
+    labels = metadata.read_text().splitlines()
+    assert len(labels) == 41 and set(labels) == set(freesound.CLASSES)  # 1 val clip per class
+    (tensors,) = config.parent.rglob("tensors.tsv")
+    rows = [line.split("\t") for line in tensors.read_text().splitlines()]
+    assert len(rows) == 41 and {len(r) for r in rows} == {32}  # TINY_MODEL's 4 * gru_hidden
 
 
 def test_predict_writes_kaggle_submission(

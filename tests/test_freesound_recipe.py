@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
 import torch
 
 from genretag import selftrain
@@ -148,7 +149,9 @@ def test_ensemble_probabilities_are_the_hand_computed_means(ckpts: list[Path]) -
     assert torch.allclose(weighted, 0.75 * per_clip[0] + 0.25 * per_clip[1], atol=1e-6)
 
 
-@pytest.mark.parametrize("combine", ["arithmetic", "geometric"])
+@pytest.mark.parametrize(
+    "combine", ["geometric", pytest.param("arithmetic", marks=pytest.mark.slow)]
+)
 def test_cli_test_reports_the_ensembles_metrics(
     corpus: Path, ckpts: list[Path], tmp_path: Path, combine: str
 ) -> None:
@@ -160,13 +163,14 @@ def test_cli_test_reports_the_ensembles_metrics(
     reported = float(cli.trainer.callback_metrics["test/map3"])
     index = freesound.load(corpus, val_fraction=0.5)
     paths = [str(index.layout.test_audio / n) for n in index.test["fname"]]
-    probs = selftrain.score_clips(load_predictor([str(p) for p in ckpts], "cpu", combine), paths)
+    probs = selftrain.score_clips(
+        load_predictor([str(p) for p in ckpts], torch.device("cpu"), combine), paths
+    )
     hand = float(map_at_k(torch.as_tensor(probs), torch.as_tensor(index.test["target"])))
     assert reported == pytest.approx(hand, abs=1e-6)
-    single = lightning_cli(
-        fsd_args(corpus, tmp_path, f"--model.ensemble=[{ckpts[0]}]", command="test")
-    )
-    assert float(single.trainer.callback_metrics["test/map3"]) != pytest.approx(reported)
+    alone = selftrain.score_clips(load_predictor([str(ckpts[0])], torch.device("cpu")), paths)
+    single = float(map_at_k(torch.as_tensor(alone), torch.as_tensor(index.test["target"])))
+    assert single != pytest.approx(reported)  # the members differ: the ensemble is not one
 
 
 def test_crafted_member_or_embed_checkpoint_is_refused(
@@ -204,15 +208,16 @@ def test_embed_averages_the_pooled_features_of_a_clips_windows(
     out = tmp_path / "emb.npy"
     config = Path(__file__).resolve().parents[1] / "configs" / "freesound.yaml"
     args = ["--ckpt", str(ckpts[0]), "--config", str(config), "--root", str(corpus)]
-    assert embed_main([*args, "--stages", "train,val,test", "--out", str(out)]) == 0
+    assert embed_main([*args, "--stages", "val,test", "--out", str(out)]) == 0
     x, index = np.load(out), pd.read_csv(out.with_suffix(".csv"), keep_default_na=False)
-    assert x.shape == (41 * 7, 32) and len(index) == 41 * 7
-    assert set(index["stage"]) == {"train", "val", "test"}
+    assert x.shape == (41 * 2, 32) and len(index) == 41 * 2  # 1 val + 1 test clip per class
+    assert set(index["stage"]) == {"val", "test"}
     assert set(index["verified"][index["stage"] == "val"].astype(str)) == {"1"}
+    assert set(index["label"][index["stage"] == "test"]) == set(CLASSES)
     model = load_model(str(ckpts[0]))
     from genretag.data import audio
 
-    longest = max(index["path"], key=lambda p: len(audio.decode(p, 16_000)))
+    longest = max(index["path"], key=lambda p: sf.info(p).frames)
     wave = audio.decode(longest, 16_000)
     cut = torch.as_tensor(windows(wave, 16_000, mode="loop"))
     assert len(cut) >= 2
@@ -300,8 +305,8 @@ def test_self_training_resumes_at_the_round_it_reached(
         return real(ckpt, data, folder, round_, *args, **kwargs)
 
     monkeypatch.setattr(selftrain, "fine_tune", interrupted)
-    schedule = selftrain.Schedule(rounds=3, start=0.0, step=0.01, stop=0.015, epochs=1)
-    limits = {"accelerator": "cpu", "limit_train_batches": 2, "limit_val_batches": 2}
+    schedule = selftrain.Schedule(rounds=2, start=0.0, step=0.01, stop=0.005, epochs=1)
+    limits = {"accelerator": "cpu", "limit_train_batches": 1, "limit_val_batches": 1}
 
     def run() -> dict:
         return selftrain.self_train(
@@ -314,11 +319,11 @@ def test_self_training_resumes_at_the_round_it_reached(
     assert state["round"] == 1 and len(state["history"]) == 1
     assert len(pd.read_csv(tmp_path / "round_0" / "pseudo.csv")) == 41  # threshold 0: every clip
     state = run()
-    assert [c[0] for c in calls] == [0, 1, 1, 2]  # round 0 not redone; round 1 redone whole
+    assert [c[0] for c in calls] == [0, 1, 1]  # round 0 not redone; round 1 redone whole
     assert calls[2][1] == calls[1][1] == state["history"][0]["ckpt"]  # from round 0's best
-    assert [row["threshold"] for row in state["history"]] == [0.0, 0.01, 0.015]
-    assert state["round"] == 3 and Path(state["ckpt"]).is_file()
-    for r in range(3):
+    assert [row["threshold"] for row in state["history"]] == [0.0, 0.005]  # capped at stop
+    assert state["round"] == 2 and Path(state["ckpt"]).is_file()
+    for r in range(2):
         assert list((tmp_path / "self_train" / f"round_{r}").glob("events.out.tfevents.*"))
     with pytest.raises(ConfigError, match="other settings"):
         selftrain.self_train([str(ckpts[1])], paths, make_data, tmp_path, schedule)
