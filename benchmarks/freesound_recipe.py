@@ -204,7 +204,10 @@ def main() -> None:
     torch.set_num_threads(2)
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
-        seeds = [one_seed(s, args, Path(scratch)) for s in args.seeds]
+        seeds = []
+        for seed in args.seeds:  # each seed's result on stderr as soon as it is done
+            seeds.append(one_seed(seed, args, Path(scratch)))
+            log.warning("seed %d: %s", seed, json.dumps(seeds[-1]))
     table = {}
     for name in CONDITIONS:
         values = np.array([s["map3"][name] for s in seeds])

@@ -359,7 +359,7 @@ def test_init_from_refuses_other_frontend(
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "n_mels=96" in err and "n_mels=64" in err and "--model.n_mels" in err
-    model = TaggingTask(list(freesound.CLASSES), "multiclass", sample_rate=22_050, **TINY)
+    model = TaggingTask(list(freesound.CLASSES), task="multiclass", sample_rate=22_050, **TINY)
     with pytest.raises(ConfigError, match="sample_rate=16000.*--data.sample_rate"):
         model.load_trunk(str(genre_ckpt))
 
@@ -383,7 +383,7 @@ def test_freeze_trunk_epochs_then_unfreeze(corpora: dict[str, Path], genre_ckpt:
     theirs = {k[6:]: v for k, v in _trunk(load_checkpoint(str(genre_ckpt))["state_dict"]).items()}
     model = TaggingTask(
         list(freesound.CLASSES),
-        "multiclass",
+        task="multiclass",
         init_from=str(genre_ckpt),
         freeze_trunk_epochs=1,
         **TINY,
