@@ -316,10 +316,11 @@ def load_predictor(
     combine: Combine = "arithmetic",
     weights: Sequence[float] | None = None,
     precision: Precision = "fp32",
+    setting: str = "--ckpt",
 ) -> Predictor:
     """A Predictor over checkpoint files (loaded as data, see genretag.task.load_model), each
-    model at ``precision`` (see :func:`for_inference`)."""
+    model at ``precision`` (see :func:`for_inference`); ``setting`` names them in errors."""
     from genretag.task import load_model
 
     models = [for_inference(load_model(path), device, precision) for path in paths]
-    return Predictor(models, combine, weights, names=[f"--ckpt {p}" for p in paths])
+    return Predictor(models, combine, weights, names=[f"{setting} {p}" for p in paths])

@@ -25,7 +25,7 @@ from genretag.errors import ConfigError
 from genretag.export import describe_card
 from genretag.features import FRONTEND_KEYS, LogMel, SpecAugment
 from genretag.heads import Task, make_head
-from genretag.inference import PadMode, clip_scores
+from genretag.inference import Combine, PadMode, clip_scores
 from genretag.metrics import ClipPredictions, best_f1_thresholds, bootstrap_intervals
 from genretag.models import build_trunk
 
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 # Hyper-parameters that must match for trunk weights to be reusable (transfer, checks).
 TRUNK_KEYS = ("trunk", "channels", "gru_hidden", "gru_layers")
 STAGES = ("train", "val", "test", "predict")
+ENSEMBLE_KEYS = ("ensemble", "ensemble_combine", "ensemble_weights")  # not model settings
 
 
 class TaggingTask(pl.LightningModule):
@@ -64,6 +65,9 @@ class TaggingTask(pl.LightningModule):
         freeze_trunk_epochs: int = 0,
         bootstrap_draws: int = 1000,
         genre_tree: dict[str, list[str]] | None = None,
+        ensemble: list[str] | None = None,
+        ensemble_combine: Combine = "arithmetic",
+        ensemble_weights: list[float] | None = None,
     ) -> None:
         """
         Args:
@@ -90,13 +94,20 @@ class TaggingTask(pl.LightningModule):
                 ROC-AUC and PR-AUC (``test/roc_auc_lo``/``_hi`` ...); 0 turns them off.
             genre_tree: each label's ancestors in FMA's taxonomy, root first (linked from the
                 data module; ``tag --with-parents`` writes them), or None.
+            ensemble: checkpoints that ``test`` and ``predict`` score with instead of this
+                model's weights, combined by genretag.inference.Predictor (as ``tag`` does);
+                not saved in checkpoints.
+            ensemble_combine: arithmetic or geometric mean of the members' probabilities.
+            ensemble_weights: one weight per ensemble member (normalised); default equal.
         """
         super().__init__()
         if not labels:
             raise ConfigError(
                 "model.labels: no labels; they come from the data module (data.label_names)"
             )
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=list(ENSEMBLE_KEYS))
+        self.ensemble_paths, self.ensemble_combine = ensemble, ensemble_combine
+        self.ensemble_weights, self._ensemble = ensemble_weights, None
         self.labels = list(labels)
         self.frontend = LogMel(sample_rate, n_fft, hop_length, n_mels, f_min, f_max)
         self.augment = SpecAugment() if spec_augment else nn.Identity()
@@ -152,6 +163,10 @@ class TaggingTask(pl.LightningModule):
     # -- evaluation ----------------------------------------------------------------------------
     def clip_probabilities(self, batch: Batch) -> Tensor:
         """Window probabilities averaged per clip (B, C), as genretag.inference scores them."""
+        if self._ensemble is not None:  # test/predict with --model.ensemble
+            return self._ensemble.clip_probabilities(
+                batch["audio"], batch.get("clip"), len(batch["key"])
+            )
         probs = self.head.probabilities(self(batch["audio"]))
         clip = batch.get("clip")
         return probs if clip is None else clip_scores(probs, clip, len(batch["key"]))
@@ -218,6 +233,35 @@ class TaggingTask(pl.LightningModule):
             self.log(
                 "train/clips_per_s", self._epoch_clips / seconds, reduce_fx="sum", sync_dist=True
             )
+
+    def on_test_start(self) -> None:
+        self._load_ensemble()
+
+    def on_predict_start(self) -> None:
+        self._load_ensemble()
+
+    def _load_ensemble(self) -> None:
+        """Load ``ensemble``'s members (as data) onto this model's device, once."""
+        if not self.ensemble_paths or self._ensemble is not None:
+            return
+        from genretag.inference import load_predictor
+
+        predictor = load_predictor(
+            self.ensemble_paths,
+            self.device,
+            self.ensemble_combine,
+            self.ensemble_weights,
+            setting="model.ensemble:",
+        )
+        if predictor.labels != self.labels:
+            raise ConfigError(
+                f"model.ensemble: {self.ensemble_paths[0]}: its labels "
+                f"{_short(predictor.labels)} are not the data's "
+                f"{_short(self.labels)}; ensemble members must be trained on these labels"
+            )
+        self._ensemble = predictor
+        log.info("scoring with an ensemble of %d checkpoints (%s)", len(predictor.models),
+                 self.ensemble_combine)  # fmt: skip
 
     # -- TensorBoard extras --------------------------------------------------------------------
     def _tensorboard(self):

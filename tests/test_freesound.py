@@ -1,5 +1,6 @@
 """FSDKaggle2018: both layouts, the validation split, missing audio, mAP@3, training in each
-``verified`` mode, the Kaggle submission, and transfer from a genre checkpoint (init_from)."""
+``verified`` mode, the Kaggle submission, transfer from a genre checkpoint (init_from), and the
+validation embeddings in TensorBoard's projector. The recipe's steps: test_freesound_recipe.py."""
 
 from __future__ import annotations
 
@@ -316,6 +317,17 @@ def test_metrics_logged_to_tensorboard(transferred: Path) -> None:
     assert len(per_class) == 41 and "val_accuracy_per_label/Hi-hat" in per_class
 
 
+def test_val_embeddings_in_tensorboard_projector(transferred: Path) -> None:
+    """configs/freesound.yaml's EmbeddingProjector: the best epoch's val clips, labelled."""
+    (config,) = transferred.rglob("projector_config.pbtxt")
+    (metadata,) = config.parent.rglob("metadata.tsv")
+    labels = metadata.read_text().splitlines()
+    assert len(labels) == 41 and set(labels) == set(freesound.CLASSES)  # 1 val clip per class
+    (tensors,) = config.parent.rglob("tensors.tsv")
+    rows = [line.split("\t") for line in tensors.read_text().splitlines()]
+    assert len(rows) == 41 and {len(r) for r in rows} == {32}  # TINY_MODEL's 4 * gru_hidden
+
+
 def test_predict_writes_kaggle_submission(
     transferred: Path, corpora: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -347,7 +359,7 @@ def test_init_from_refuses_other_frontend(
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "n_mels=96" in err and "n_mels=64" in err and "--model.n_mels" in err
-    model = TaggingTask(list(freesound.CLASSES), "multiclass", sample_rate=22_050, **TINY)
+    model = TaggingTask(list(freesound.CLASSES), task="multiclass", sample_rate=22_050, **TINY)
     with pytest.raises(ConfigError, match="sample_rate=16000.*--data.sample_rate"):
         model.load_trunk(str(genre_ckpt))
 
@@ -371,7 +383,7 @@ def test_freeze_trunk_epochs_then_unfreeze(corpora: dict[str, Path], genre_ckpt:
     theirs = {k[6:]: v for k, v in _trunk(load_checkpoint(str(genre_ckpt))["state_dict"]).items()}
     model = TaggingTask(
         list(freesound.CLASSES),
-        "multiclass",
+        task="multiclass",
         init_from=str(genre_ckpt),
         freeze_trunk_epochs=1,
         **TINY,

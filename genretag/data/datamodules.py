@@ -250,9 +250,11 @@ class FreesoundDataModule(ClipDataModule):
 
     Training: the training clips outside the validation split, filtered or weighted by their
     ``manually_verified`` flag. Validation: a seeded, class-stratified share of the verified
-    training clips. Test: the scored test clips. Predict: the test clips (plus Kaggle's unscored
-    padding clips with ``predict_ignored``), in the CSV's order, for a Kaggle submission. The
-    layouts, the split and the missing-file policy are in genretag.data.freesound.
+    training clips, or one of ``folds`` stratified folds of them. Test: the scored test clips.
+    Predict: the test clips (plus Kaggle's unscored padding clips with ``predict_ignored``), in
+    the CSV's order, for a Kaggle submission. ``trusted`` (label spreading) promotes unverified
+    clips to verified; ``pseudo`` (self-training) adds pseudo-labelled clips to training. The
+    layouts, the splits and the missing-file policy are in genretag.data.freesound.
     """
 
     task = "multiclass"
@@ -269,6 +271,11 @@ class FreesoundDataModule(ClipDataModule):
         demo_root: str | None = None,
         window_seconds: float = FSD_WINDOW_SECONDS,
         pad_mode: PadMode = "loop",
+        folds: int = 0,
+        fold: int = 0,
+        trusted: str | None = None,
+        pseudo: str | None = None,
+        pseudo_weight: float = 0.5,
         **kwargs: Any,
     ) -> None:
         """
@@ -290,10 +297,20 @@ class FreesoundDataModule(ClipDataModule):
             window_seconds: training crop and evaluation window length (3 s: most clips are
                 shorter than that).
             pad_mode: how clips shorter than a window are filled: ``loop`` (repeat) or ``zero``.
+            folds: K >= 2 splits the verified clips into K stratified, seeded folds (``seed``)
+                and validates on fold ``fold`` (val_fraction is then unused); 0: no folds.
+            fold: which fold validates, 0..folds-1.
+            trusted: a ``genretag spread-labels`` CSV; its trusted unverified clips count as
+                verified in ``verified`` and ``weighted`` modes.
+            pseudo: a pseudo-label CSV (path,label; ``genretag self-train`` writes it): extra
+                training clips with loss weight ``pseudo_weight``.
+            pseudo_weight: loss weight of a pseudo-labelled clip (the others keep theirs).
             **kwargs: the other shared loading settings of ClipDataModule (sample_rate,
                 batch_size, num_workers, prefetch_factor, pin_memory, cache_dir).
         """
         super().__init__(window_seconds=window_seconds, pad_mode=pad_mode, **kwargs)
+        self.folds, self.fold, self.trusted = folds, fold, trusted
+        self.pseudo, self.pseudo_weight = pseudo, pseudo_weight
         self.root, self.demo_root = Path(demo_root or root), demo_root
         self.verified, self.unverified_weight = verified, unverified_weight
         self.val_fraction, self.seed, self.max_missing = val_fraction, seed, max_missing
@@ -305,12 +322,22 @@ class FreesoundDataModule(ClipDataModule):
         surfaces as one clear ConfigError rather than inside LightningCLI's instantiation)."""
         if not 0.0 <= self.unverified_weight <= 1.0:
             raise ConfigError(f"data.unverified_weight: {self.unverified_weight} must be in [0, 1]")
+        if not 0.0 < self.pseudo_weight <= 1.0:
+            raise ConfigError(f"data.pseudo_weight: {self.pseudo_weight} must be in (0, 1]")
         if self.demo_root is not None and not self.root.is_dir():
             log.info("writing a synthetic FSDKaggle2018-shaped demo corpus to %s", self.root)
             from genretag.synth.freesound import synthesize
 
             synthesize(self.root, train_per_class=12, verified_per_class=8, test_per_class=4)
-        return freesound.load(self.root, self.val_fraction, self.seed, self.max_missing)
+        return freesound.load(
+            self.root,
+            self.val_fraction,
+            self.seed,
+            self.max_missing,
+            folds=self.folds,
+            fold=self.fold,
+            trusted=self.trusted,
+        )
 
     @property
     def label_names(self) -> list[str]:
@@ -325,6 +352,17 @@ class FreesoundDataModule(ClipDataModule):
         if not paths:
             mode = f" (data.verified={self.verified})" if stage == "train" else ""
             raise ConfigError(f"data.root: no {stage} clips{mode} in {self.root}")
+        if stage == "train" and self.pseudo is not None:
+            import numpy as np
+
+            extra = freesound.read_pseudo(self.pseudo)
+            log.info("%s: %d pseudo-labelled training clips", self.pseudo, len(extra))
+            if weights is None:
+                weights = np.ones(len(paths), np.float32)
+            paths = paths + list(extra["path"])
+            keys = keys + list(extra["path"])
+            targets = np.concatenate([targets, extra["target"].to_numpy(np.int64)])
+            weights = np.concatenate([weights, np.full(len(extra), self.pseudo_weight, np.float32)])
         return ClipList(paths=paths, keys=keys, targets=targets, weights=weights)
 
     def setup(self, stage: str) -> None:

@@ -21,7 +21,11 @@ clips. Two layouts are read, found by what is in ``root``:
 
 Ignored rows are never scored (dropped from the test split). The validation split is drawn
 from the manually verified training clips, stratified by class, by a seeded hash of each file
-name (stable when clips are added or missing). Audio files listed but absent are dropped with a
+name (stable when clips are added or missing), or, with ``folds``, is one of K stratified folds
+of the verified clips (:func:`fold_assignment`). A trusted list (``genretag spread-labels``'
+output, :func:`read_trusted`) promotes unverified clips whose label spreading confirmed to
+verified for training; a pseudo-label list (``genretag self-train``, :func:`read_pseudo`) adds
+extra training clips from outside the corpus's training list. Audio files listed but absent are dropped with a
 warning; when more than ``max_missing`` of a split is absent (a half-extracted download) it is an
 error. :func:`synthesize` writes an FSD-shaped corpus (either layout) for tests and the demo.
 """
@@ -255,6 +259,50 @@ def validation_mask(train: pd.DataFrame, fraction: float, seed: int) -> np.ndarr
     return mask
 
 
+def fold_assignment(train: pd.DataFrame, folds: int, seed: int) -> np.ndarray:
+    """The fold 0..folds-1 of each verified training row, -1 for the unverified: (N,) int64.
+
+    Stratified: within each class the verified clips, ordered by a seeded hash of the file name,
+    are dealt round-robin over the folds, each class starting where the previous one stopped, so
+    every fold holds ``n // folds`` or one more clip of each class and the folds' sizes differ by
+    at most one. Every verified clip is in exactly one fold; the assignment depends only on
+    (folds, seed, file names, labels), not on the CSV's order.
+    """
+    if folds < 2:
+        raise ConfigError(f"data.folds: {folds} must be at least 2 (or 0 for data.val_fraction)")
+    fold = np.full(len(train), -1, np.int64)
+    order = _hash_order(train["fname"], seed)
+    verified = train["verified"].to_numpy(bool)
+    dealt = 0
+    for _, rows in train.groupby("label", sort=True).indices.items():
+        rows = rows[verified[rows]]
+        rows = rows[np.argsort(order[rows], kind="stable")]
+        fold[rows] = (dealt + np.arange(len(rows))) % folds
+        dealt += len(rows)
+    return fold
+
+
+def read_trusted(path: str | os.PathLike) -> set[str]:
+    """The clips a ``genretag spread-labels`` CSV marks trusted (column ``trusted`` = yes)."""
+    frame = _read_csv(Path(path), ("clip", "trusted"))
+    flags = frame["trusted"].str.strip().str.lower()
+    if not flags.isin(["yes", "no"]).all():
+        bad = flags[~flags.isin(["yes", "no"])].iloc[0]
+        raise ConfigError(f"data.trusted: {path}: trusted must be yes or no, found {bad!r}")
+    return set(frame["clip"].str.strip()[flags == "yes"])
+
+
+def read_pseudo(path: str | os.PathLike) -> pd.DataFrame:
+    """A pseudo-label CSV (``genretag self-train``): columns path, label, target; N rows.
+
+    Paths are as written (absolute, or relative to the current folder).
+    """
+    frame = _read_csv(Path(path), ("path", "label"))
+    _check_labels(Path(path), frame["label"])
+    frame["target"] = frame["label"].map(CLASS_INDEX).astype(np.int64)
+    return frame
+
+
 def present(
     frame: pd.DataFrame, folder: Path, what: str, max_missing: float = MAX_MISSING
 ) -> pd.DataFrame:
@@ -291,7 +339,7 @@ class FSDIndex:
     """One FSDKaggle2018 copy: its layout, the training list (with ``val``) and the test list."""
 
     layout: Layout
-    train: pd.DataFrame  # fname, label, target, verified, val
+    train: pd.DataFrame  # fname, label, target, verified, trusted, val
     test: pd.DataFrame  # fname, label, target, usage (scored clips; all clips if unlabelled)
     unscored: pd.DataFrame  # Kaggle's Ignored padding clips (for a complete Kaggle submission)
 
@@ -307,7 +355,7 @@ class FSDIndex:
         if stage == "val":
             return self.train[self.train["val"]]
         train = self.train[~self.train["val"]]
-        return train[train["verified"]] if verified == "verified" else train
+        return train[train["verified"] | train["trusted"]] if verified == "verified" else train
 
     def clips(
         self,
@@ -318,14 +366,15 @@ class FSDIndex:
     ) -> tuple[list[str], list[str], np.ndarray, np.ndarray | None]:
         """(paths, keys = file names, targets (N,) int64 class ids, weights (N,) float32 or None).
 
-        Weights only for ``train`` in ``weighted`` mode: 1 for verified clips, else
+        Weights only for ``train`` in ``weighted`` mode: 1 for verified (or trusted) clips, else
         ``unverified_weight``. Unknown test targets are -1.
         """
         rows = self.rows(stage, verified, with_unscored)
         folder = self.layout.train_audio if stage in ("train", "val") else self.layout.test_audio
         weights = None
         if stage == "train" and verified == "weighted":
-            weights = np.where(rows["verified"].to_numpy(bool), 1.0, unverified_weight)
+            sure = (rows["verified"] | rows["trusted"]).to_numpy(bool)
+            weights = np.where(sure, 1.0, unverified_weight)
             weights = weights.astype(np.float32)
         paths = [str(folder / name) for name in rows["fname"]]
         return paths, list(rows["fname"]), rows["target"].to_numpy(np.int64), weights
@@ -336,11 +385,29 @@ def load(
     val_fraction: float = 0.1,
     seed: int = 0,
     max_missing: float = MAX_MISSING,
+    folds: int = 0,
+    fold: int = 0,
+    trusted: str | os.PathLike | None = None,
 ) -> FSDIndex:
-    """Read either layout, draw the validation split, and keep the clips whose audio is there."""
+    """Read either layout, draw the validation split, and keep the clips whose audio is there.
+
+    ``folds`` K >= 2: the validation split is fold ``fold`` of :func:`fold_assignment` instead
+    of ``val_fraction``. ``trusted``: a spread-labels CSV whose trusted clips count as verified
+    for training (the validation split is drawn from the manually verified clips alone).
+    """
     layout = find_layout(root)
     train = read_train(layout)
-    train["val"] = validation_mask(train, val_fraction, seed)  # before dropping missing files
+    # before dropping missing files, so the split does not move when a file goes missing
+    if folds:
+        if not 0 <= fold < folds:
+            raise ConfigError(f"data.fold: {fold} must be in 0..{folds - 1} (data.folds={folds})")
+        train["val"] = fold_assignment(train, folds, seed) == fold
+    else:
+        train["val"] = validation_mask(train, val_fraction, seed)
+    names = read_trusted(trusted) if trusted is not None else set()
+    train["trusted"] = train["fname"].isin(names) & ~train["verified"]
+    if trusted is not None:
+        log.info("%s: %d unverified training clips trusted", trusted, int(train["trusted"].sum()))
     train = present(train, layout.train_audio, "training", max_missing)
     everything = read_test(layout, scored_only=False)
     # An unlabelled list (sample_submission.csv) is all "test": it can be predicted, not scored.

@@ -1,6 +1,10 @@
 """A small synthetic corpus in FSDKaggle2018's exact layouts (official or Kaggle's), for tests
 and the Freesound demo: one recognisable sound per class, noisy unverified labels as in the
 real training CSV, and the real CSV columns (genretag.data.freesound reads it like the real one).
+
+Beside the layout it writes ``synthetic_truth.csv`` (fname, label = the class whose sound the clip
+carries, wrong = whether the training CSV's label differs): what the recipe benchmark measures
+label spreading against. FSDKaggle2018 itself has no such file and nothing in genretag reads it.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import numpy as np
 import pandas as pd
 
 from genretag.data.freesound import _LAYOUTS, CLASSES, LayoutName
+
+TRUTH_CSV = "synthetic_truth.csv"
 
 
 def _class_sound(k: int, seconds: float, sr: int, rng: np.random.Generator) -> np.ndarray:
@@ -49,9 +55,10 @@ def synthesize(
     ignored: int = 3,
     seconds: tuple[float, float] = (0.3, 3.0),
     long_clips: int = 1,
-    label_noise: float = 0.35,
+    label_noise: float = 0.3,
     sr: int = 44_100,
     seed: int = 0,
+    n_classes: int = len(CLASSES),
 ) -> Path:
     """Write an FSD-shaped corpus in ``layout`` under ``root`` (16-bit 44.1 kHz mono WAVs).
 
@@ -59,8 +66,10 @@ def synthesize(
     verified, and ``test_per_class`` test clips (Public/Private alternating); the Kaggle layout
     also gets ``ignored`` unscored padding clips (label None) and sample_submission.csv. Lengths
     are log-uniform in ``seconds``; the first training clip is 0.3 s and ``long_clips`` training
-    clips are 30 s (the real range). An unverified clip carries another class's sound with
-    probability ``label_noise`` (the real ones are 60-70 % correct). Returns ``root``.
+    clips are 30 s (the real range). ``n_classes`` < 41 keeps only the first classes (a
+    smaller corpus for quick experiments; the model still has 41 outputs). An unverified clip carries another class's sound with
+    probability ``label_noise`` (the real ones are 60-70 % correct; verified clips are always
+    right), drawn from ``seed``. Returns ``root``.
     """
     import soundfile as sf  # audio writing only here; metadata reading stays pandas-only
 
@@ -88,25 +97,27 @@ def synthesize(
         return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
     licenses = ("Attribution", "Creative Commons 0")
-    train_rows, test_rows = [], []
+    train_rows, test_rows, truth_rows = [], [], []
+    classes = CLASSES[:n_classes]
     for i in range(train_per_class):
-        for k, label in enumerate(CLASSES):
+        for k, label in enumerate(classes):
             verified = i < verified_per_class
             sound = k
             if not verified and rng.random() < label_noise:
-                sound = int((k + rng.integers(1, len(CLASSES))) % len(CLASSES))
+                sound = int((k + rng.integers(1, len(classes))) % len(classes))
             long_ = i == train_per_class - 1 and k < long_clips
             seconds_ = 0.3 if (i == 0 and k == 0) else 30.0 if long_ else length()
             name, fid = write(train_audio, sound, seconds_)
             train_rows.append((name, label, int(verified), fid, licenses[fid % 2]))
+            truth_rows.append((name, CLASSES[sound], sound != k))
     for i in range(test_per_class):
-        for k, label in enumerate(CLASSES):
+        for k, label in enumerate(classes):
             name, fid = write(test_audio, k, length())
             usage = "Public" if (i + k) % 2 == 0 else "Private"
             test_rows.append((name, label, usage, fid, licenses[fid % 2]))
     if layout == "kaggle":
         for _ in range(ignored):
-            name, fid = write(test_audio, int(rng.integers(len(CLASSES))), length())
+            name, fid = write(test_audio, int(rng.integers(len(classes))), length())
             test_rows.append((name, "None", "Ignored", fid, licenses[fid % 2]))
     train = pd.DataFrame(
         train_rows, columns=["fname", "label", "manually_verified", "freesound_id", "license"]
@@ -120,5 +131,7 @@ def synthesize(
             root / "sample_submission.csv", index=False
         )
     train.to_csv(train_csv, index=False)
+    truth = pd.DataFrame(truth_rows, columns=["fname", "label", "wrong"]).sort_values("fname")
+    truth.to_csv(root / TRUTH_CSV, index=False)
     test.to_csv(test_csv, index=False)
     return root
