@@ -32,6 +32,7 @@ import yaml
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from genretag import tensorboard
 from genretag.data.datasets import AudioFiles, ClipList, EvalClips, collate
 from genretag.errors import ConfigError
 from genretag.inference import clip_scores
@@ -207,7 +208,7 @@ class EmbeddingProjector(pl.Callback):
         if not better or math.isnan(value):
             return
         self.best = value
-        writer = pl_module._tensorboard() if hasattr(pl_module, "_tensorboard") else None
+        writer = tensorboard.writer(pl_module)
         if writer is None:
             return
         mat = torch.cat(self._features)

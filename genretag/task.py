@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from genretag import constants
+from genretag import constants, tensorboard
 from genretag.checkpoint import load_checkpoint, load_weights
 from genretag.data.datasets import Batch
 from genretag.errors import ConfigError
@@ -181,7 +181,7 @@ class TaggingTask(pl.LightningModule):
         self.log(f"{stage}/loss", loss, batch_size=len(target), sync_dist=True)
         self.scores[stage].update(probs, target)
         if stage == "val" and batch_idx == 0:
-            self._log_spectrograms(batch["audio"][:4])
+            tensorboard.log_spectrograms(self, batch["audio"][:4])
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step("val", batch, batch_idx)
@@ -210,7 +210,7 @@ class TaggingTask(pl.LightningModule):
             self.log("hp_metric", scores[self.head.monitor])
             if self.head.task == "multilabel" and not self.trainer.sanity_checking:
                 self.label_thresholds.copy_(best_f1_thresholds(probs.cpu(), targets.cpu()))
-        self._log_per_label(stage, self.head.per_label_name, per_label, probs, targets)
+        tensorboard.log_per_label(self, stage, per_label, probs, targets)
 
     def on_validation_epoch_end(self) -> None:
         self._end_of_eval("val")
@@ -262,44 +262,6 @@ class TaggingTask(pl.LightningModule):
         self._ensemble = predictor
         log.info("scoring with an ensemble of %d checkpoints (%s)", len(predictor.models),
                  self.ensemble_combine)  # fmt: skip
-
-    # -- TensorBoard extras --------------------------------------------------------------------
-    def _tensorboard(self):
-        """The SummaryWriter of the run's TensorBoardLogger (None without one, or off rank 0)."""
-        from pytorch_lightning.loggers import TensorBoardLogger
-
-        if self.trainer.sanity_checking or not self.trainer.is_global_zero:
-            return None
-        for logger in self.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                return logger.experiment
-        return None
-
-    def _log_spectrograms(self, audio: Tensor) -> None:
-        writer = self._tensorboard()
-        if writer is None or len(audio) == 0:
-            return
-        spec = self.frontend(audio).flip(1)  # low frequencies at the bottom
-        lo = spec.amin(dim=(1, 2), keepdim=True)
-        hi = spec.amax(dim=(1, 2), keepdim=True)
-        images = ((spec - lo) / (hi - lo).clamp(min=1e-6)).unsqueeze(1)
-        writer.add_images("val/log_mel", images, self.global_step)
-
-    def _log_per_label(
-        self, stage: str, name: str, values: Tensor, probs: Tensor, targets: Tensor
-    ) -> None:
-        writer = self._tensorboard()
-        if writer is None:
-            return
-        step = self.global_step
-        for label, value in zip(self.labels, values.tolist(), strict=True):
-            if value == value:  # not NaN
-                writer.add_scalar(f"{stage}_{name}_per_label/{label}", value, step)
-        if self.head.task == "multilabel":
-            for i, label in enumerate(self.labels):
-                writer.add_pr_curve(
-                    f"{stage}_pr_curve/{label}", targets[:, i].cpu(), probs[:, i].cpu(), step
-                )
 
     # -- bad files, optimisation, transfer -----------------------------------------------------
     def _note_bad_files(self, stage: str, batch: Batch) -> None:
