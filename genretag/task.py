@@ -222,6 +222,13 @@ class TaggingTask(pl.LightningModule):
         if self.logger is not None:  # for `genretag compare`
             self.logger.log_hyperparams({"n_params": sum(p.numel() for p in self.parameters())})
 
+    def on_train_start(self) -> None:
+        # configure_optimizers asks for estimated_stepping_batches, which makes the first training
+        # iterator before a resumed run's epoch is restored: its crops would be epoch 0's (see
+        # genretag.data.datasets.EpochSampler). Drop it, so the epoch's start makes a new one.
+        if self.trainer.ckpt_path is not None:
+            self.trainer.fit_loop._combined_loader = None
+
     def on_train_epoch_start(self) -> None:
         self._epoch_clips, self._epoch_start = 0, time.perf_counter()
         self._freeze_or_thaw()

@@ -97,7 +97,7 @@ class ClipDataModule(pl.LightningDataModule):
         """
         if self.requested_workers is not None:
             return self.requested_workers
-        trainer = getattr(self, "_trainer", None)
+        trainer = self.trainer
         devices = max(1, int(getattr(trainer, "num_devices", 1) or 1)) if trainer else 1
         return max(1, default_workers() // devices)
 
@@ -140,7 +140,7 @@ class ClipDataModule(pl.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            sampler=EpochSampler(len(dataset), shuffle, crop_seed()),
+            sampler=EpochSampler(len(dataset), shuffle, crop_seed(), self._current_epoch),
             drop_last=shuffle and len(dataset) > self.batch_size,
             num_workers=workers,
             # the workers' base seed comes from here, not from the global generator, which the
@@ -151,6 +151,11 @@ class ClipDataModule(pl.LightningDataModule):
             persistent_workers=workers > 0,
             prefetch_factor=self.prefetch(workers) if workers > 0 else None,
         )
+
+    def _current_epoch(self) -> int:
+        """The trainer's epoch (restored on resume), 0 outside a trainer."""
+        trainer = self.trainer
+        return int(trainer.current_epoch) if trainer is not None else 0
 
     def train_dataloader(self) -> DataLoader:
         clips = TrainClips(self._clips["train"], self.source, self.window_seconds, self.pad_mode)

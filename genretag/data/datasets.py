@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, TypedDict
 
@@ -112,12 +112,19 @@ def crop_seed() -> int:
 class EpochSampler(Sampler[tuple[int, int]]):
     """Yields (index, epoch): a permutation seeded by (seed, epoch), or 0..n-1 in order.
 
-    Lightning calls :meth:`set_epoch` before each epoch; the dataset seeds each crop from the
-    pair, so no draw depends on a worker's own generator.
+    The dataset seeds each crop from the pair, so no draw depends on a worker's own generator.
+    The epoch is the larger of what :meth:`set_epoch` was told and ``epoch_of()`` (the trainer's
+    restored epoch), read when the epoch's iterator is made. Each alone lags somewhere: Lightning
+    calls set_epoch only after a resumed run's first iterator exists (persistent workers have
+    prefetched from it by then), and the trainer's count moves only after the next epoch's
+    iterator was made.
     """
 
-    def __init__(self, size: int, shuffle: bool, seed: int = 0) -> None:
+    def __init__(
+        self, size: int, shuffle: bool, seed: int = 0, epoch_of: Callable[[], int] | None = None
+    ) -> None:
         self.size, self.shuffle, self.seed, self.epoch = size, shuffle, seed, 0
+        self.epoch_of = epoch_of
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -126,12 +133,13 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return self.size
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = max(self.epoch, self.epoch_of() if self.epoch_of is not None else 0)
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             order = torch.randperm(self.size, generator=generator).tolist()
         else:
             order = range(self.size)
-        return ((index, self.epoch) for index in order)
+        return iter([(index, epoch) for index in order])
 
 
 class _Clips(Dataset):
