@@ -9,6 +9,11 @@ window, best validation ROC-AUC with the PR-AUC of that epoch, test scores with 
 intervals, training clips/s, wall time) and a table of per-genre test ROC-AUC, one column per
 run. Runs whose labels or data (subset, label mode, ...) differ go to separate tables, with a
 warning: scores on different label sets or splits are not comparable.
+
+``genretag test`` logs to a version folder of its own; when the fit folder of its checkpoint
+(``ckpt_path`` in the test folder's config.yaml: ``<fit folder>/checkpoints/<name>.ckpt``) is
+also given, the test's scores go into the fit's row ("version_0 + test version_4") instead of a
+row of their own. The fit's wall time stays the fit's.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ class Run:
     scalars: dict[str, list[tuple[float, int, float]]]  # tag -> [(wall_time, step, value)]
     start: float | None
     data: dict[str, Any] = field(default_factory=dict)
+    folder: Path | None = None
+    ckpt_path: str | None = None  # config.yaml's ckpt_path: the checkpoint a test run evaluated
+    merged_tags: set[str] = field(default_factory=set)  # a test run's tags: not in the wall time
 
     @property
     def labels(self) -> list[str]:
@@ -88,26 +96,82 @@ def read_run(folder: Path) -> Run:
         start = accumulator.FirstEventTimestamp()
     except ValueError:
         start = None
+    config = _config(folder / "config.yaml")
+    ckpt_path = config.get("ckpt_path")
     return Run(
         name=f"{folder.parent.name}/{folder.name}",
         hparams=hparams,
         scalars=scalars,
         start=start,
-        data=_data_identity(hparams, folder / "config.yaml"),
+        data=_data_identity(hparams, config),
+        folder=folder,
+        ckpt_path=ckpt_path if isinstance(ckpt_path, str) else None,
     )
 
 
-def _data_identity(hparams: dict[str, Any], config_file: Path) -> dict[str, Any]:
-    """The settings that choose the tracks and labels (not paths): from hparams' ``data``, else
-    LightningCLI's config.yaml, else none (then only the labels tell runs apart)."""
+def _config(config_file: Path) -> dict[str, Any]:
+    """LightningCLI's config.yaml as plain data ({} when missing or not a YAML mapping)."""
     import yaml
 
+    if not config_file.exists():
+        return {}
+    try:
+        config = yaml.safe_load(config_file.read_text())
+    except yaml.YAMLError:
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _is_test_tag(tag: str) -> bool:
+    return tag.startswith(("test/", PER_LABEL))
+
+
+def merge_tests(runs: list[Run]) -> list[Run]:
+    """``runs`` with each test-only run folded into the fit run of its checkpoint.
+
+    A run is test-only when it has test scalars, no ``val/roc_auc`` and a ``ckpt_path`` of the
+    form ``<fit folder>/checkpoints/<file>``; its fit run is the given run whose folder is that
+    folder (same resolved path, else the only one whose last two path parts match). A test
+    without such a fit run keeps its own row.
+    """
+    fits = [run for run in runs if "val/roc_auc" in run.scalars and run.folder is not None]
+    merged: set[int] = set()
+    for i, run in enumerate(runs):
+        if run.ckpt_path is None or "val/roc_auc" in run.scalars:
+            continue
+        if not any(_is_test_tag(tag) for tag in run.scalars):
+            continue
+        target = _fit_of(Path(run.ckpt_path), fits)
+        if target is None:
+            continue
+        tags = {tag for tag in run.scalars if _is_test_tag(tag)}
+        for tag in tags:
+            target.scalars[tag] = run.scalars[tag]
+        target.merged_tags |= tags
+        target.name = f"{target.name} + test {run.folder.name if run.folder else run.name}"
+        merged.add(i)
+    return [run for i, run in enumerate(runs) if i not in merged]
+
+
+def _fit_of(ckpt: Path, fits: list[Run]) -> Run | None:
+    """The fit run whose folder holds ``ckpt`` (``<folder>/checkpoints/<file>``), else None."""
+    if ckpt.parent.name != "checkpoints":
+        return None
+    folder = ckpt.parent.parent
+    exact = [run for run in fits if run.folder and run.folder.resolve() == folder.resolve()]
+    if exact:
+        return exact[0]
+    tail = folder.parts[-2:]
+    same_tail = [run for run in fits if run.folder and run.folder.resolve().parts[-2:] == tail]
+    return same_tail[0] if len(same_tail) == 1 else None
+
+
+def _data_identity(hparams: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """The settings that choose the tracks and labels (not paths): from hparams' ``data``, else
+    LightningCLI's config.yaml, else none (then only the labels tell runs apart)."""
     data = hparams.get("data")
-    if not isinstance(data, dict) and config_file.exists():
-        try:
-            data = (yaml.safe_load(config_file.read_text()) or {}).get("data")
-        except (yaml.YAMLError, AttributeError):
-            data = None
+    if not isinstance(data, dict):
+        data = config.get("data")
     if not isinstance(data, dict):
         return {}
     args = {**data, **(data.get("init_args") or {})}
@@ -154,8 +218,9 @@ def summary(run: Run) -> dict[str, Any]:
         for suffix in ("", "_lo", "_hi"):
             row[f"test_{name}{suffix}"] = run.last(f"test/{name}{suffix}")
     row["clips_per_s"] = run.last("train/clips_per_s")
-    ends = [events[-1][0] for events in run.scalars.values()]
-    first = min([events[0][0] for events in run.scalars.values()] + [run.start or math.inf])
+    own = [events for tag, events in run.scalars.items() if tag not in run.merged_tags]
+    ends = [events[-1][0] for events in own]
+    first = min([events[0][0] for events in own] + [run.start or math.inf])
     row["wall_s"] = max(ends) - first if ends else None
     return row
 
@@ -295,7 +360,7 @@ def _main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.out and Path(args.out).suffix not in (".md", ".csv"):
         raise ConfigError(f"--out: {args.out} must end in .md or .csv")
-    runs = [read_run(Path(folder)) for folder in args.runs]
+    runs = merge_tests([read_run(Path(folder)) for folder in args.runs])
     text, rows = render(runs)
     print(text, end="")
     if args.out:

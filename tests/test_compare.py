@@ -159,4 +159,55 @@ def test_markdown_out_file_and_bad_folder(runs: list[str], tmp_path: Path, capsy
     compare.main([runs[0], "--out", str(tmp_path / "t.md")])
     assert (tmp_path / "t.md").read_text() == capsys.readouterr().out
     with pytest.raises(ConfigError, match="no TensorBoard scalars"):
-        compare.main([str(tmp_path)])
+        compare.read_run(tmp_path)
+    assert compare.main([str(tmp_path)]) == 2  # the same as one line on stderr, exit code 2
+    assert "has no TensorBoard scalars" in capsys.readouterr().err
+
+
+def write_test_run(folder: Path, ckpt_path: str, roc: float, start: float) -> Path:
+    """A `genretag test` version folder: test scalars only, config.yaml naming the checkpoint."""
+    folder.mkdir(parents=True)
+    (folder / "hparams.yaml").write_text(yaml.safe_dump(CRNN_HPARAMS))
+    (folder / "config.yaml").write_text(yaml.safe_dump({"ckpt_path": ckpt_path}))
+    writer = SummaryWriter(str(folder))
+    for tag, value in {"roc_auc": roc, "roc_auc_lo": roc - 0.05, "roc_auc_hi": roc + 0.05}.items():
+        writer.add_scalar(f"test/{tag}", value, 0, walltime=start)
+    writer.add_scalar("test_roc_auc_per_label/Rock", 0.99, 0, walltime=start)
+    writer.close()
+    return folder
+
+
+def test_a_test_run_joins_the_row_of_the_fit_it_tested(tmp_path: Path, capsys) -> None:
+    logs = tmp_path / "runs" / "lightning_logs"
+    fit = fake_run(logs / "version_0", CRNN_HPARAMS, val=[(0.7, 0.4), (0.9, 0.6)], seconds=20)
+    other = fake_run(logs / "version_1", CRNN_HPARAMS, val=[(0.6, 0.3)], seconds=20)
+    tested = write_test_run(
+        logs / "version_2", str(fit / "checkpoints" / "best.ckpt"), 0.88, start=T0 + 5000
+    )
+    # a relative path from another working directory still names version_1 by its last parts
+    relative = write_test_run(
+        logs / "version_3", "lightning_logs/version_1/checkpoints/last.ckpt", 0.61, T0 + 6000
+    )
+    orphan = write_test_run(
+        logs / "version_4", "/elsewhere/version_9/checkpoints/best.ckpt", 0.5, T0
+    )
+    out = tmp_path / "t.csv"
+    assert (
+        compare.main([str(p) for p in (fit, other, tested, relative, orphan)] + ["--out", str(out)])
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert "not comparable" not in text
+    table = pd.read_csv(out)
+    assert list(table["run"]) == [
+        "lightning_logs/version_0 + test version_2",
+        "lightning_logs/version_1 + test version_3",
+        "lightning_logs/version_4",
+    ]
+    assert list(table["test_roc_auc"]) == pytest.approx([0.88, 0.61, 0.5])
+    assert table.loc[0, "val_roc_auc"] == pytest.approx(0.9)
+    assert table.loc[0, "test_roc_auc_lo"] == pytest.approx(0.83)
+    assert table.loc[0, "test_roc_auc/Rock"] == pytest.approx(0.99)
+    assert table.loc[0, "wall_s"] == pytest.approx(20)  # the fit's, not up to the later test
+    assert "| lightning_logs/version_0 + test version_2 | CRNN |" in text
+    assert "0.8800 [0.8300, 0.9300]" in text
