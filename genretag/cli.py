@@ -122,8 +122,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from genretag import errors
 
     args = list(sys.argv[1:] if argv is None else argv)
-    errors.VERBOSE = "--verbose" in args
-    args = [a for a in args if a != "--verbose"]
+    verbose, errors.VERBOSE = errors.VERBOSE, "--verbose" in args
+    try:
+        return _dispatch([a for a in args if a != "--verbose"])
+    finally:
+        errors.VERBOSE = verbose  # for this command only (tests call several in one process)
+
+
+def _dispatch(args: list[str]) -> int:
+    from genretag import errors
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)

@@ -74,6 +74,9 @@ def test_clip_features_are_86_finite_numbers() -> None:
     assert features.shape == (86,) and np.isfinite(features).all()
 
 
-def test_unknown_option_is_a_config_error(tmp_path: Path) -> None:
+def test_unknown_option_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(ConfigError, match="--model.trunk"):
-        baseline.main(["--config", "x.yaml", "--model.trunk", "FCN"])
+        baseline._main(["--config", "x.yaml", "--model.trunk", "FCN"])
+    assert baseline.main(["--config", "x.yaml", "--model.trunk", "FCN"]) == 2  # one line
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--model.trunk" in err
