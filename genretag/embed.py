@@ -34,9 +34,10 @@ from torch.utils.data import DataLoader
 
 from genretag import tensorboard
 from genretag.data.datasets import AudioFiles, ClipList, EvalClips, collate
-from genretag.errors import ConfigError
+from genretag.errors import CommandParser, ConfigError, run_command
 from genretag.inference import clip_scores
 from genretag.io import atomic_write
+from genretag.tagger import options
 
 log = logging.getLogger(__name__)
 
@@ -233,13 +234,8 @@ class EmbeddingProjector(pl.Callback):
 
 
 # -- command ---------------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit code 2 (via ConfigError)
-        raise ConfigError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = CommandParser(
         prog="genretag embed",
         description="Write each clip's embedding (the trunk's pooled features) and an index CSV.",
     )
@@ -259,6 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``genretag embed ...``; errors are one line (genretag.errors.run_command)."""
+    return run_command("embed", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     """``genretag embed ...``: 0 when every clip was embedded, 1 when some failed, 2 usage."""
     from genretag.task import load_model
 
@@ -266,9 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bool(args.paths) == bool(args.config):
         raise ConfigError("embed: give either --config FILE or audio PATHS (not both)")
     model = load_model(args.ckpt)
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    )
+    device = options.device(args.device)  # the rules of `genretag tag --device`
     if args.config:
         stages = [s.strip() for s in args.stages.split(",") if s.strip()]
         unknown = set(stages) - {"train", "val", "test"}

@@ -35,9 +35,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from genretag.data.datasets import AudioFiles, ClipList, EvalClips, collate
-from genretag.errors import ConfigError
+from genretag.errors import CommandParser, ConfigError, run_command
 from genretag.inference import Combine, Predictor, load_predictor
 from genretag.io import atomic_write
+from genretag.tagger import options
 
 log = logging.getLogger(__name__)
 
@@ -232,13 +233,8 @@ def self_train(
 
 
 # -- command ---------------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit code 2 (via ConfigError)
-        raise ConfigError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="genretag self-train", description=__doc__.split("\n\n")[0])
+    p = CommandParser(prog="genretag self-train", description=__doc__.split("\n\n")[0])
     add = p.add_argument
     add("--config", required=True, metavar="FILE", help="the Freesound config of the training")
     add("--root", metavar="DIR", help="the corpus (replaces the config's data.root)")
@@ -260,6 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``genretag self-train ...``; errors are one line (genretag.errors.run_command)."""
+    return run_command("self-train", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     """``genretag self-train ...``; prints each round's line and the final checkpoint."""
     from genretag.embed import data_from_config
 
@@ -285,9 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.limit_batches is not None:
         n = int(args.limit_batches) if args.limit_batches >= 1 else args.limit_batches
         limits = {"limit_train_batches": n, "limit_val_batches": n}
-    device = (
-        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    )
+    device = str(options.device(args.device))  # the rules of `genretag tag --device`
     schedule = Schedule(
         args.rounds, args.start, args.step, args.stop, args.pseudo_weight, args.epochs
     )

@@ -18,7 +18,6 @@ spread_label, confidence, verified (1/0), trusted (yes/no; yes for every verifie
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from genretag.errors import ConfigError
+from genretag.errors import CommandParser, ConfigError, run_command
 from genretag.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -129,14 +128,14 @@ def catch_rate(table: pd.DataFrame, wrong: set[str]) -> dict[str, float]:
     }
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit code 2 (via ConfigError)
-        raise ConfigError(message)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    """``genretag spread-labels ...``; errors are one line (genretag.errors.run_command)."""
+    return run_command("spread-labels", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     """``genretag spread-labels ...``; prints a one-line summary."""
-    p = _Parser(prog="genretag spread-labels", description=__doc__.split("\n\n")[0])
+    p = CommandParser(prog="genretag spread-labels", description=__doc__.split("\n\n")[0])
     p.add_argument("--embeddings", required=True, type=Path, metavar="X.npy")
     p.add_argument("--index", type=Path, metavar="X.csv", help="default: --embeddings with .csv")
     p.add_argument("--out", required=True, type=Path, metavar="trusted.csv")
