@@ -244,8 +244,9 @@ def for_inference(
     then sets the trunk's arithmetic (the log-mel front-end always stays fp32):
 
     * ``fp32``: as trained.
-    * ``bf16``: the trunk's weights and activations in bfloat16 (the small head stays fp32). Fast only where oneDNN has bf16 kernels
-      (AVX-512 BF16 / AMX CPUs, GPUs); on other CPUs convs fall back to a slow path (~15x).
+    * ``bf16``: the trunk's weights and activations in bfloat16 (the small head stays fp32).
+      Fast only where oneDNN has bf16 kernels (AVX-512 BF16 / AMX CPUs, GPUs); on other CPUs
+      the convs fall back to a slow path (~15x slower).
     * ``int8``: the GRU and Linear layers dynamically quantized (int8 weights, CPU only); the
       convs stay fp32.
     """
