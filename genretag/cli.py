@@ -40,7 +40,7 @@ Lightning commands (configured by YAML, see configs/):
   fit        train a model                 validate   evaluate on the validation split
   test       evaluate on the test split    predict    write predictions for the test split
 Other commands:
-{chr(10).join(f"  {name:<10} {text}" for name, (_, text) in OWN_COMMANDS.items())}
+{chr(10).join(f"  {name:<13} {text}" for name, (_, text) in OWN_COMMANDS.items())}
 """
 
 
