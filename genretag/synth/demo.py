@@ -27,9 +27,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -41,13 +39,9 @@ import pandas as pd
 import soundfile as sf
 
 from genretag.data import fma
+from genretag.io import exclusive
 from genretag.synth.music import ROOTS, SR, STYLES, render
 from genretag.system import available_cores
-
-try:
-    import fcntl
-except ImportError:  # Windows: no lock; the renames still keep a half-written corpus hidden
-    fcntl = None
 
 logger = logging.getLogger(__name__)
 
@@ -269,19 +263,6 @@ def _complete(root: Path) -> bool:
     return all(f.is_file() for f in files) and (root / AUDIO_DIR).is_dir()
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``path`` (created if missing)."""
-    with open(path, "a") as handle:
-        if fcntl is not None:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                logger.info("waiting for another process to synthesize the demo corpus")
-                fcntl.flock(handle, fcntl.LOCK_EX)
-        yield  # closing the file releases the lock
-
-
 def _clear_leftovers(root: Path) -> None:
     """Remove what an interrupted synthesis left behind (the caller holds the lock)."""
     for stale in root.glob(".demo-*.tmp"):
@@ -308,7 +289,7 @@ def ensure_demo(root: Path, *, seed: int = 0) -> tuple[Path, Path]:
     root = Path(root)
     if not _complete(root):
         root.mkdir(parents=True, exist_ok=True)
-        with _locked(root / ".demo.lock"):
+        with exclusive(root / ".demo.lock", str(root), wait=True):
             if not _complete(root):  # another process may have finished meanwhile
                 _clear_leftovers(root)
                 _synthesize(root, seed)
