@@ -19,8 +19,8 @@ one FMA root genre (``genre_top``, ``genres``, ``genres_all``), chosen with ``NA
 else the class name when it is a root genre title, else the next unused root. The artist is the
 class, the title the recording and clip start. So the corpus trains with
 ``--data.meta_dir OUT/fma_metadata --data.audio_dir OUT/fma_real --data.subset small`` and
-everything (fit, test, baseline, compare, tag) runs as on FMA. Prints one JSON object: classes,
-genres, recordings and clips per split.
+everything (fit, test, baseline, compare, tag) runs as on FMA. Prints one JSON object (classes,
+genres, recordings and clips per split), then a one-line summary.
 
 The comparison in the README used six Debian game-music packages (``apt-get download
 wesnoth-1.16-music warzone2100-music drascula-music colobot-common-sounds hyperrogue-music
@@ -199,8 +199,9 @@ def main() -> None:
     totals = {
         s: sum(c[s]["clips"] for c in summary.values()) for s in ("training", "validation", "test")
     }
-    print(json.dumps({"benchmark": "real_corpus", "out": str(args.out), "classes": summary,
-                      "clips": totals, "seed": args.seed}, indent=1))  # fmt: skip
+    result = {"benchmark": "real_corpus", "out": str(args.out), "classes": summary}
+    print(json.dumps(result | {"clips": totals, "seed": args.seed}))
+    print(f"# {len(classes)} classes, clips per split {totals}, no recording in two splits")
 
 
 if __name__ == "__main__":

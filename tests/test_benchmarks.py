@@ -12,7 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
 # script -> keys its JSON must have
@@ -140,3 +142,42 @@ def test_perf_table_from_benchmark_json(tmp_path: Path):
         "| **1.4x** (librosa: 84.3 /s) | >= 2x: not met |"
     )
     assert "| 4.65x (librosa: 25.4 /s); whole clips 1.71x;" in lines[4]
+
+
+def test_real_corpus_splits_by_recording(tmp_path: Path):
+    """Soundtrack folders become an FMA corpus that fma reads, each recording in one split."""
+    from genretag.data import fma
+
+    rng = np.random.default_rng(0)
+    t = np.arange(70 * 8000) / 8000
+    for cls, base in (("calm", 220.0), ("loud", 880.0)):
+        (tmp_path / "src" / cls).mkdir(parents=True)
+        for k in range(5):  # 5 recordings of 70 s: 2 clips each; a 20 s fragment: none
+            tone = 0.3 * np.sin(2 * np.pi * base * (1 + k / 10) * t) + 0.01 * rng.standard_normal(
+                len(t)
+            )
+            sf.write(tmp_path / "src" / cls / f"{cls}{k}.ogg", tone, 8000)
+        sf.write(tmp_path / "src" / cls / "short.ogg", np.zeros(20 * 8000), 8000)
+    stems = tmp_path / "src" / "band" / "song"  # a folder = one recording made of its stems
+    stems.mkdir(parents=True)
+    for name, f in (("song.ogg", 110.0), ("guitar.ogg", 330.0)):
+        t = np.arange(40 * 8000) / 8000
+        sf.write(stems / name, np.stack([np.sin(2 * np.pi * f * t)] * 2, axis=1) * 0.8, 8000)
+    out = tmp_path / "corpus"
+    lines = _script(
+        "real_corpus", "--out", str(out),
+        "--class", f"calm={tmp_path}/src/calm/*.ogg", "--class", f"loud:Rock={tmp_path}/src/loud/*.ogg",
+        "--class", f"band={tmp_path}/src/band/*/",
+    )  # fmt: skip
+    result = json.loads(lines[-2])
+    tracks = fma.read_tracks(out / "fma_metadata", cache=False)
+    assert len(tracks) == 2 * 5 * 2 + 1  # the 20 s fragments give no clip
+    assert result["classes"]["loud"]["genre"] == "Rock" and set(tracks["genre_top"]) >= {"Rock"}
+    recording = tracks["artist"] + "/" + tracks["title"].str.rsplit(" @ ", n=1).str[0]
+    assert recording.value_counts().max() == 2
+    assert tracks.groupby(recording)["split"].nunique().eq(1).all()  # never in two splits
+    assert set(tracks["split"]) == {"training", "validation", "test"}
+    info = sf.info(out / "fma_real" / fma.audio_relpath(int(tracks.index[-1])))
+    assert (info.samplerate, info.channels, round(info.duration)) == (44_100, 2, 30)
+    with pytest.raises(AssertionError, match="already holds a corpus"):
+        _script("real_corpus", "--out", str(out), "--class", f"calm={tmp_path}/src/calm/*.ogg")
