@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -94,12 +96,28 @@ def test_all_labels_with_min_tracks(meta: Path):
 
 def test_cache_is_used_and_invalidated_when_the_file_changes(meta: Path):
     first = fma.read_tracks(meta)
-    assert list((meta / ".genretag-cache").glob("tracks-*.pkl"))
+    assert list((meta / ".genretag-cache").glob("tracks-*.npz"))
     pd.testing.assert_frame_equal(first, fma.read_tracks(meta))
     fma.write_tracks_csv(
         meta / "tracks.csv", _rows([(2, "training", "small", "Rock", "[12]", "[12]", "a", "b")])
     )
     assert len(fma.read_tracks(meta)) == 1
+
+
+class _Planted:
+    def __reduce__(self):  # what unpickling would run
+        return (Path.touch, (Path(os.environ["PLANTED_MARKER"]),))
+
+
+def test_a_planted_cache_is_never_run(meta: Path, tmp_path: Path, monkeypatch):
+    """A shared fma_metadata folder can carry a cache file: it is read as data or rebuilt."""
+    first = fma.read_tracks(meta)
+    (cache,) = (meta / ".genretag-cache").glob("tracks-*.npz")
+    marker = tmp_path / "ran"
+    monkeypatch.setenv("PLANTED_MARKER", str(marker))
+    cache.write_bytes(pickle.dumps(_Planted()))
+    pd.testing.assert_frame_equal(first, fma.read_tracks(meta))
+    assert not marker.exists()
 
 
 def test_audio_paths_follow_fma_layout():

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -74,7 +73,7 @@ TRACK_COLUMNS: dict[tuple[str, str], str] = {
     ("track", "title"): "title",
     ("artist", "name"): "artist",
 }
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: numpy arrays (.npz, no pickle), was a pickle
 
 
 def audio_relpath(track_id: int) -> str:
@@ -161,11 +160,43 @@ def write_tracks_csv(path: str | os.PathLike, rows: pd.DataFrame) -> None:
 def _cache_path(path: Path) -> Path:
     stat = path.stat()
     key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{_CACHE_VERSION}"
-    name = f"tracks-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pkl"
+    name = f"tracks-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
     local = path.parent / ".genretag-cache"
     if os.access(path.parent, os.W_OK) or local.is_dir():
         return local / name
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "genretag" / name
+
+
+def _save_cache(handle, tracks: pd.DataFrame) -> None:
+    """The parsed table as plain arrays (numbers, fixed-width strings): no pickle, no code."""
+    arrays = {"track_id": tracks.index.to_numpy(np.int64)}
+    for name, column in tracks.items():
+        if name in ("genres", "genres_all"):
+            arrays[f"{name}.lengths"] = np.array([len(ids) for ids in column], np.int64)
+            arrays[f"{name}.ids"] = np.array([g for ids in column for g in ids], np.int64)
+        elif pd.api.types.is_numeric_dtype(column):
+            arrays[name] = column.to_numpy()
+        else:
+            arrays[f"{name}.missing"] = column.isna().to_numpy()
+            arrays[name] = column.fillna("").astype(str).to_numpy(dtype=str)
+    np.savez(handle, **arrays)
+
+
+def _load_cache(path: Path) -> pd.DataFrame:
+    with np.load(path, allow_pickle=False) as arrays:  # never unpickles: a cache is data
+        columns = {}
+        for name in TRACK_COLUMNS.values():
+            if name in ("genres", "genres_all"):
+                ids, bounds = arrays[f"{name}.ids"].tolist(), np.cumsum(arrays[f"{name}.lengths"])
+                columns[name] = [ids[a:b] for a, b in zip([0, *bounds[:-1]], bounds, strict=True)]
+            elif f"{name}.missing" in arrays:
+                values = arrays[name].astype(object)
+                values[arrays[f"{name}.missing"]] = np.nan
+                columns[name] = values
+            else:
+                columns[name] = arrays[name]
+        index = pd.Index(arrays["track_id"], name="track_id")
+    return pd.DataFrame(columns, index=index)
 
 
 def read_tracks(meta_dir: str | os.PathLike, cache: bool = True) -> pd.DataFrame:
@@ -173,20 +204,19 @@ def read_tracks(meta_dir: str | os.PathLike, cache: bool = True) -> pd.DataFrame
 
     Columns: split, subset, genre_top, genres (list[int]), genres_all (list[int]), duration,
     bit_rate, title, artist. The parsed table is cached next to the file (keyed by its path,
-    size and mtime), so the 106,574-row file is parsed once.
+    size and mtime) as numpy arrays, never a pickle, so the 106,574-row file is parsed once.
     """
     path = _meta_file(meta_dir, "tracks.csv")
     cached = _cache_path(path)
     if cache and cached.is_file():
         try:
-            with open(cached, "rb") as f:
-                return pickle.load(f)
+            return _load_cache(cached)
         except Exception as error:  # a damaged cache is rebuilt, never trusted
             log.warning("ignoring unreadable cache %s (%s)", cached, error)
     tracks = _parse_tracks(path)
     if cache:
         try:
-            atomic_write(cached, lambda f: pickle.dump(tracks, f, pickle.HIGHEST_PROTOCOL))
+            atomic_write(cached, lambda f: _save_cache(f, tracks))
         except OSError as error:
             log.warning("could not cache the parsed tracks.csv in %s (%s)", cached.parent, error)
     return tracks
