@@ -84,6 +84,7 @@ def read_run(folder: Path) -> Run:
             raise ConfigError(
                 f"{hparams_file}: not plain YAML ({error.__class__.__name__})"
             ) from None
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # "No path found after ..." per run
     accumulator = EventAccumulator(str(folder), size_guidance={"scalars": 0})
     accumulator.Reload()
     tags = accumulator.Tags().get("scalars", [])
