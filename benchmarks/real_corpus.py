@@ -6,7 +6,9 @@
 
 Each ``--class NAME=GLOB`` is one class. A file the glob matches is one recording; a folder it
 matches is one recording made of the stems inside it, mixed (Frets on Fire keeps a song as
-``song.ogg`` plus ``guitar.ogg``). Recordings shorter than a clip are left out. Each recording
+``song.ogg`` plus ``guitar.ogg``). ``--skip PATTERN`` leaves out files of that name: a second
+version of a recording (``frantic-old.ogg``, ``track3_enhanced.opus``) would otherwise put the
+same music in two splits. Recordings shorter than a clip are left out. Each recording
 gives up to ``--per-recording`` non-overlapping 30 s clips, spread evenly over it after its first
 5%, written as FMA writes its clips: 44.1 kHz stereo MP3 at 320 kbit/s, ``AAA/AAAAAA.mp3``.
 
@@ -31,6 +33,7 @@ exact globs are in the README. Never commit the audio.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import glob
 import json
 import shutil
@@ -99,8 +102,11 @@ def split_recordings(clips: dict[str, int], held_out: float, rng: np.random.Gene
     return splits
 
 
-def parse_classes(specs: list[str], roots: pd.DataFrame) -> list[tuple[str, int, list[Path]]]:
-    """[(class, genre id, recordings)] from ``NAME[:GENRE]=GLOB`` arguments."""
+def parse_classes(
+    specs: list[str], roots: pd.DataFrame, skip: list[str]
+) -> list[tuple[str, int, list[Path]]]:
+    """[(class, genre id, recordings)] from ``NAME[:GENRE]=GLOB`` arguments, leaving out the
+    names that match a ``skip`` pattern."""
     by_title = {t.lower(): int(g) for g, t in roots["title"].items()}
     classes, used = [], set()
     for spec in specs:
@@ -109,7 +115,12 @@ def parse_classes(specs: list[str], roots: pd.DataFrame) -> list[tuple[str, int,
             raise SystemExit(f"--class {spec!r}: expected NAME=GLOB or NAME:GENRE=GLOB")
         name, _, genre = name.partition(":")
         matched = sorted(Path(p) for p in glob.glob(pattern))
-        recordings = [p for p in matched if p.is_dir() or p.suffix.lower() in AUDIO]
+        recordings = [
+            p
+            for p in matched
+            if (p.is_dir() or p.suffix.lower() in AUDIO)
+            and not any(fnmatch.fnmatch(p.name, s) for s in skip)
+        ]
         if not recordings:
             raise SystemExit(f"--class {name}: {pattern!r} matches no audio file or folder")
         key = (genre or name).lower()
@@ -128,6 +139,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="corpus root (created)")
     parser.add_argument("--class", dest="classes", action="append", required=True,
                         metavar="NAME[:GENRE]=GLOB", help="one class: its recordings (repeat)")  # fmt: skip
+    parser.add_argument("--skip", action="append", default=[], metavar="PATTERN",
+                        help="leave out files named so: another version of a recording (repeat)")  # fmt: skip
     parser.add_argument("--per-recording", type=int, default=4, help="most clips per recording")
     parser.add_argument("--held-out", type=float, default=0.18, help="test (and val) share")
     parser.add_argument("--seed", type=int, default=0)
@@ -135,7 +148,7 @@ def main() -> None:
 
     with resources.as_file(resources.files("genretag.data") / "fma_genres.csv") as path:
         genres = pd.read_csv(path, index_col=0)
-    classes = parse_classes(args.classes, genres[genres["parent"] == 0])
+    classes = parse_classes(args.classes, genres[genres["parent"] == 0], args.skip)
     meta, audio_dir = args.out / "fma_metadata", args.out / AUDIO_DIR
     if meta.exists() or audio_dir.exists():
         raise SystemExit(f"{args.out} already holds a corpus: remove it or choose another --out")

@@ -158,6 +158,7 @@ def test_real_corpus_splits_by_recording(tmp_path: Path):
             )
             sf.write(tmp_path / "src" / cls / f"{cls}{k}.ogg", tone, 8000)
         sf.write(tmp_path / "src" / cls / "short.ogg", np.zeros(20 * 8000), 8000)
+        sf.write(tmp_path / "src" / cls / f"{cls}0_old.ogg", tone, 8000)  # a second version: --skip
     stems = tmp_path / "src" / "band" / "song"  # a folder = one recording made of its stems
     stems.mkdir(parents=True)
     for name, f in (("song.ogg", 110.0), ("guitar.ogg", 330.0)):
@@ -165,13 +166,13 @@ def test_real_corpus_splits_by_recording(tmp_path: Path):
         sf.write(stems / name, np.stack([np.sin(2 * np.pi * f * t)] * 2, axis=1) * 0.8, 8000)
     out = tmp_path / "corpus"
     lines = _script(
-        "real_corpus", "--out", str(out),
+        "real_corpus", "--out", str(out), "--skip", "*_old.ogg",
         "--class", f"calm={tmp_path}/src/calm/*.ogg", "--class", f"loud:Rock={tmp_path}/src/loud/*.ogg",
         "--class", f"band={tmp_path}/src/band/*/",
     )  # fmt: skip
     result = json.loads(lines[-2])
     tracks = fma.read_tracks(out / "fma_metadata", cache=False)
-    assert len(tracks) == 2 * 5 * 2 + 1  # the 20 s fragments give no clip
+    assert len(tracks) == 2 * 5 * 2 + 1  # the 20 s fragments give no clip, *_old none
     assert result["classes"]["loud"]["genre"] == "Rock" and set(tracks["genre_top"]) >= {"Rock"}
     recording = tracks["artist"] + "/" + tracks["title"].str.rsplit(" @ ", n=1).str[0]
     assert recording.value_counts().max() == 2
