@@ -114,7 +114,7 @@ def parse_classes(
         if not sep:
             raise SystemExit(f"--class {spec!r}: expected NAME=GLOB or NAME:GENRE=GLOB")
         name, _, genre = name.partition(":")
-        matched = sorted(Path(p) for p in glob.glob(pattern))
+        matched = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
         recordings = [
             p
             for p in matched

@@ -30,6 +30,7 @@ from genretag.metrics import ClipPredictions, best_f1_thresholds, bootstrap_inte
 from genretag.models import build_trunk
 
 log = logging.getLogger(__name__)
+FEW_STEPS = 200  # optimizer steps below which configure_optimizers warns
 
 # Hyper-parameters that must match for trunk weights to be reusable (transfer, checks).
 TRUNK_KEYS = ("trunk", "channels", "gru_hidden", "gru_layers")
@@ -304,6 +305,13 @@ class TaggingTask(pl.LightningModule):
             self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
+        if total < FEW_STEPS and self.trainer.is_global_zero:
+            log.warning(
+                "the learning-rate schedule has only %d optimizer steps: on a small corpus a "
+                "smaller --data.batch_size or more --trainer.max_epochs trains further (README, "
+                "Compare models)",
+                total,
+            )
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=self.hparams.lr,

@@ -97,6 +97,8 @@ def test_ten_percent_bad_files_in_every_split(
     for path in bad["training"] + bad["validation"]:  # over 2 epochs and the sanity check
         assert sum(str(path) in m for m in messages) == 1, f"{path} should be named once"
     assert len(messages) == 4
+    # 16 optimizer steps in all: the user is told that the schedule is too short to train
+    assert any("has only 16 optimizer steps" in r.getMessage() for r in caplog.records)
     log_dir = Path(fit.trainer.log_dir)
     # each stage counts its own bad files, per epoch (in the event file)
     assert final_scalar(log_dir, "val/skipped_files") == len(bad["validation"])
