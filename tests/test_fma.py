@@ -99,9 +99,13 @@ def test_cache_is_used_and_invalidated_when_the_file_changes(meta: Path):
     assert list((meta / ".genretag-cache").glob("tracks-*.npz"))
     pd.testing.assert_frame_equal(first, fma.read_tracks(meta))
     fma.write_tracks_csv(
-        meta / "tracks.csv", _rows([(2, "training", "small", "Rock", "[12]", "[12]", "a", "b")])
+        meta / "tracks.csv",
+        _rows([(2, "training", "small", "Rock", "[12]", "[12]", "Café – 日本 \U0001f3b5", "b")]),
     )
-    assert len(fma.read_tracks(meta)) == 1
+    changed = fma.read_tracks(meta)
+    assert len(changed) == 1  # the cache of the old file is not used
+    pd.testing.assert_frame_equal(changed, fma.read_tracks(meta))  # multi-byte text round-trips
+    assert fma.read_tracks(meta)["title"].iloc[0] == "Café – 日本 \U0001f3b5"
 
 
 class _Planted:

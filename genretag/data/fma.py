@@ -168,7 +168,7 @@ def _cache_path(path: Path) -> Path:
 
 
 def _save_cache(handle, tracks: pd.DataFrame) -> None:
-    """The parsed table as plain arrays (numbers, fixed-width strings): no pickle, no code."""
+    """The parsed table as plain arrays (numbers and UTF-8 bytes): no pickle, so no code."""
     arrays = {"track_id": tracks.index.to_numpy(np.int64)}
     for name, column in tracks.items():
         if name in ("genres", "genres_all"):
@@ -176,10 +176,18 @@ def _save_cache(handle, tracks: pd.DataFrame) -> None:
             arrays[f"{name}.ids"] = np.array([g for ids in column for g in ids], np.int64)
         elif pd.api.types.is_numeric_dtype(column):
             arrays[name] = column.to_numpy()
-        else:
+        else:  # text: one UTF-8 buffer and each row's length (fixed width would be huge)
+            texts = [str(v) for v in column.fillna("")]
             arrays[f"{name}.missing"] = column.isna().to_numpy()
-            arrays[name] = column.fillna("").astype(str).to_numpy(dtype=str)
+            arrays[f"{name}.lengths"] = np.array([len(t) for t in texts], np.int64)  # characters
+            arrays[name] = np.frombuffer("".join(texts).encode("utf-8", "surrogatepass"), np.uint8)
     np.savez(handle, **arrays)
+
+
+def _split(flat: list | str, lengths: np.ndarray) -> list:
+    """``flat`` cut into consecutive pieces of ``lengths``."""
+    ends = np.cumsum(lengths).tolist()
+    return [flat[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
 
 
 def _load_cache(path: Path) -> pd.DataFrame:
@@ -187,10 +195,10 @@ def _load_cache(path: Path) -> pd.DataFrame:
         columns = {}
         for name in TRACK_COLUMNS.values():
             if name in ("genres", "genres_all"):
-                ids, bounds = arrays[f"{name}.ids"].tolist(), np.cumsum(arrays[f"{name}.lengths"])
-                columns[name] = [ids[a:b] for a, b in zip([0, *bounds[:-1]], bounds, strict=True)]
+                columns[name] = _split(arrays[f"{name}.ids"].tolist(), arrays[f"{name}.lengths"])
             elif f"{name}.missing" in arrays:
-                values = arrays[name].astype(object)
+                text = arrays[name].tobytes().decode("utf-8", "surrogatepass")
+                values = np.array(_split(text, arrays[f"{name}.lengths"]), object)
                 values[arrays[f"{name}.missing"]] = np.nan
                 columns[name] = values
             else:
