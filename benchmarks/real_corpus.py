@@ -53,13 +53,17 @@ SR, CLIP_S = 44_100, 30.0
 AUDIO_DIR = "fma_real"
 
 
-def read_recording(path: Path) -> np.ndarray:
-    """(samples, 2) float32 at 44.1 kHz: a file, or the stems of a folder mixed."""
-    stems = (
+def stems(path: Path) -> list[Path]:
+    """A recording's files: the file itself, or the audio files of its folder."""
+    return (
         sorted(p for p in path.iterdir() if p.suffix.lower() in AUDIO) if path.is_dir() else [path]
     )
+
+
+def read_recording(path: Path) -> np.ndarray:
+    """(samples, 2) float32 at 44.1 kHz: a file, or the stems of a folder mixed."""
     mix = None
-    for stem in stems:
+    for stem in stems(path):
         audio, sr = sf.read(stem, dtype="float32", always_2d=True)
         audio = np.repeat(audio, 2, axis=1) if audio.shape[1] == 1 else audio[:, :2]
         if sr != SR:
@@ -158,11 +162,7 @@ def main() -> None:
     for name, gid, recordings in classes:
         plans = {}
         for rec in recordings:
-            seconds = (
-                min(sf.info(p).duration for p in rec.iterdir() if p.suffix.lower() in AUDIO)
-                if rec.is_dir()
-                else sf.info(rec).duration
-            )
+            seconds = min((sf.info(p).duration for p in stems(rec)), default=0.0)
             if starts := clip_starts(seconds, args.per_recording):
                 plans[rec] = starts
         splits = split_recordings({r: len(s) for r, s in plans.items()}, args.held_out, rng)
@@ -171,7 +171,7 @@ def main() -> None:
             counts[splits[rec]][0] += 1
             for start in starts:
                 track_id = len(rows) + 2
-                title = f"{rec.name or rec.parent.name} @ {int(start // 60)}:{int(start % 60):02d}"
+                title = f"{rec.name} @ {int(start // 60)}:{int(start % 60):02d}"
                 rows.append((track_id, splits[rec], "small", genres.at[gid, "title"],
                              f"[{gid}]", f"[{gid}]", title, name, rec.parent.name))  # fmt: skip
                 jobs.append((rec, start, audio_dir / fma.audio_relpath(track_id)))
