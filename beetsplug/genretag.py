@@ -37,7 +37,6 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -191,33 +190,25 @@ class GenreTagPlugin(BeetsPlugin):
         album). A bad checkpoint or genre map is a one-line UserError."""
         if self._predictor is not None and self._choose is not None:
             return self._predictor, self._choose
-        from genretag import vocabulary
+        from genretag import system, vocabulary
         from genretag.errors import ConfigError
         from genretag.inference import load_predictor
-        from genretag.tagger import options
 
         try:
-            device = options.device(settings.device)  # the same rules as `genretag tag --device`
+            device = system.device(settings.device)  # the same rules as `genretag tag --device`
             predictor = load_predictor(settings.ckpt, device, settings.ensemble)
-            labels = predictor.labels
-            genre_map = (
-                vocabulary.GenreMap.load(settings.genre_map, labels) if settings.genre_map else None
+            self._choose = vocabulary.genre_choice(  # the same choice as `genretag tag`
+                predictor.labels,
+                predictor.genre_tree,
+                max_genres=settings.max_genres,
+                min_score=settings.min_score,
+                genre_map=settings.genre_map,
+                with_parents=settings.with_parents,
             )
         except ConfigError as error:
             raise UserError(_beets_names(str(error))) from None
         except OSError as error:
             raise UserError(f"genretag: cannot load {settings.ckpt}: {error}") from None
-        parents = predictor.genre_tree if settings.with_parents else None
-        if settings.with_parents and not parents:
-            self._log.warning("with_parents: the checkpoint has no genre tree; no parents added")
-        self._choose = partial(
-            vocabulary.choose,
-            labels=labels,
-            max_genres=settings.max_genres,
-            min_score=settings.min_score,
-            genre_map=genre_map,
-            parents=parents,
-        )
         self._predictor = predictor
         return predictor, self._choose
 
@@ -317,31 +308,20 @@ class GenreTagPlugin(BeetsPlugin):
         self, paths: list[str], predictor: Predictor, settings: Settings
     ) -> Iterable[tuple[str, str | None, Any]]:
         """``(path, error or None, scores (C,))`` for each file, as batches finish."""
-        import torch
-
-        from genretag.system import available_cores
-        from genretag.tagger.options import cpu_threads
+        from genretag import system
         from genretag.tagger.stream import infer
 
-        cuda = predictor.device.type == "cuda"
-        cores = available_cores()
-        workers = settings.workers
-        if workers is None:
-            workers = min(16, cores - 1) if cuda else max(1, cores // 4)
-        batch_size = settings.batch_size or (64 if cuda else 8)
-        threads = torch.get_num_threads()
-        if not cuda:
-            torch.set_num_threads(cpu_threads(workers))
+        on = predictor.device  # the defaults of `genretag tag` (genretag.system)
+        workers = system.default_workers(on) if settings.workers is None else settings.workers
+        batch_size = settings.batch_size or system.default_batch_size(on)
         self._last_progress = time.monotonic()
-        try:
+        with system.inference_threads(on, workers):
             files = [Path(p) for p in paths]
             for results in infer(files, predictor, predictor.window, batch_size, workers):
                 for result in results:
                     if result.truncated is not None:  # tagged from what decodes, as `tag` does
                         self._log.warning("{}: {}", result.path, result.truncated)
                     yield str(result.path), result.error, result.scores
-        finally:
-            torch.set_num_threads(threads)
 
     def _record(
         self, item: library.Item, genres: list[str], fields: Sequence[str], pretend: bool

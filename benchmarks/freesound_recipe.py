@@ -40,10 +40,11 @@ from genretag.data.datamodules import FreesoundDataModule
 from genretag.embed import clip_embeddings, freesound_rows
 from genretag.inference import load_predictor
 from genretag.metrics import map_at_k
+from genretag.network import Network
 from genretag.selftrain import Schedule, score_clips, self_train
 from genretag.spreading import catch_rate, trusted_table
 from genretag.synth.freesound import TRUTH_CSV, synthesize
-from genretag.task import TaggingTask, load_model
+from genretag.task import TaggingTask
 
 log = logging.getLogger("freesound_recipe")
 DEMO_MODEL = {"channels": (16, 32, 32, 32), "gru_hidden": 32, "gru_layers": 1, "dropout": 0.1}
@@ -150,7 +151,7 @@ def one_seed(seed: int, args: argparse.Namespace, scratch: Path) -> dict[str, An
     from genretag.data.datasets import ClipList
 
     clips = ClipList(list(rows["path"]), list(rows["clip"]), np.zeros(len(rows), np.int64))
-    embeddings, _ = clip_embeddings(load_model(verified), clips)
+    embeddings, _ = clip_embeddings(Network.load(verified), clips)
     table = trusted_table(rows, embeddings)
     trusted_csv = run.root / "trusted.csv"
     table.to_csv(trusted_csv, index=False)

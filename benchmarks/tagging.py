@@ -44,6 +44,7 @@ from _corpus import music, write_fma_mp3  # benchmarks/ is on the path when run 
 from _realmusic import real_corpora
 from torch.utils.data import DataLoader
 
+from genretag import system
 from genretag.inference import PRECISIONS
 from genretag.tagger import command, scan, stream
 from genretag.task import TaggingTask
@@ -116,7 +117,7 @@ def throughput(library: Path, ckpt: Path, workers: int, audio_s: float, tmp: Pat
     return {
         "model": ckpt.stem,
         "workers": workers,
-        "torch_threads": command.cpu_threads(workers),
+        "torch_threads": system.cpu_threads(workers),
         "wall_s": round(wall, 2),
         "x_realtime": round(audio_s / wall, 1),
         "main_cpu_s": round(main_cpu, 2),

@@ -3,7 +3,7 @@
     genretag embed --ckpt best.ckpt --config configs/freesound.yaml --out emb.npy
     genretag embed --ckpt best.ckpt ~/sounds --out emb.npy
 
-A clip is cut into the windows ``test`` and ``tag`` score (genretag.inference.windows, padded the
+A clip is cut into the windows ``test`` and ``tag`` score (genretag.windows, padded the
 checkpoint's way); each window goes through the front-end and the trunk to its pooled feature
 vector (D,) (the head's input); a clip's embedding is the mean of its windows' vectors, as its
 scores are the mean of its windows' probabilities. Writes ``X.npy`` (N, D) float32 and an index
@@ -11,47 +11,37 @@ scores are the mean of its windows' probabilities. Writes ``X.npy`` (N, D) float
 path, stage (train/val/test, or empty), label (the given label, empty if unknown), verified
 (1/0, empty if unknown). ``genretag spread-labels`` reads them.
 
-:class:`EmbeddingProjector` (a callback) writes the validation embeddings of the best epoch so
-far to TensorBoard's projector, labelled, each time the monitored metric improves.
+The validation embeddings in TensorBoard's projector come from
+:class:`genretag.tensorboard.EmbeddingProjector`, a training callback.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pytorch_lightning as pl
 import torch
 import yaml
-from torch import Tensor
-from torch.utils.data import DataLoader
 
-from genretag import tensorboard
-from genretag.data.datasets import AudioFiles, ClipList, EvalClips, collate
+from genretag import system
+from genretag.data.datasets import ClipList
 from genretag.errors import CommandParser, ConfigError, run_command
-from genretag.inference import clip_scores
+from genretag.inference import Predictor, score_files
 from genretag.io import atomic_write
-from genretag.tagger import options
+from genretag.network import Network
 
 log = logging.getLogger(__name__)
 
 FREESOUND_DATA = "genretag.data.datamodules.FreesoundDataModule"
 
 
-def pooled_features(model: Any, audio: Tensor) -> Tensor:
-    """Windows (N, T) at the model's rate -> the trunk's pooled features (N, D) float32."""
-    return model.trunk(model.frontend(audio)).float()
-
-
-@torch.inference_mode()
 def clip_embeddings(
-    model: Any,
+    network: Network,
     clips: ClipList,
     batch_size: int = 16,
     workers: int = 0,
@@ -59,29 +49,11 @@ def clip_embeddings(
 ) -> tuple[np.ndarray, list[bool]]:
     """(embeddings (N, D) float32 in ``clips``' order, ok (N,): False where a file failed).
 
-    A clip that cannot be decoded gets a row of NaN (and ok False), named in a warning.
+    Each clip's embedding is its windows' pooled trunk features, averaged
+    (genretag.inference.score_files); a clip that cannot be decoded gets a row of NaN.
     """
-    model = model.to(device).eval()
-    hp = model.hparams
-    source = AudioFiles(int(hp["sample_rate"]))
-    dataset = EvalClips(clips, source, float(hp["window_seconds"]), hp.get("pad_mode") or "zero")
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate)
-    rows: dict[str, np.ndarray] = {}
-    for batch in loader:
-        for path, reason in batch["bad"]:
-            log.warning("embed: skipped %s: %s", path, reason)
-        if not batch["key"]:
-            continue
-        features = pooled_features(model, batch["audio"].to(device))
-        per_clip = clip_scores(features, batch["clip"], len(batch["key"])).cpu().numpy()
-        rows.update(zip(batch["key"], per_clip, strict=True))
-    width = model.trunk.out_features
-    out = np.full((len(clips), width), np.nan, np.float32)
-    ok = [key in rows for key in clips.keys]
-    for i, key in enumerate(clips.keys):
-        if key in rows:
-            out[i] = rows[key]
-    return out, ok
+    predictor = Predictor([network.to(device).eval()])
+    return score_files(predictor, clips, batch_size, workers, features=True)
 
 
 def freesound_rows(data: Any, stages: Sequence[str]) -> pd.DataFrame:
@@ -153,86 +125,6 @@ def write_embeddings(
     atomic_write(index_csv, rows.to_csv(index=False), "the embedding index ")
 
 
-# -- TensorBoard projector -----------------------------------------------------------------------
-class EmbeddingProjector(pl.Callback):
-    """The validation clips' embeddings, labelled, in TensorBoard's projector at the best epoch.
-
-    During validation a forward hook on the trunk keeps each window's pooled features, averaged
-    per clip as in :func:`clip_embeddings`; when ``monitor`` improves (``mode`` max or min) they
-    go to ``writer.add_embedding`` (tag ``val/embedding``) with each clip's label as metadata.
-    """
-
-    def __init__(self, monitor: str = "val/map3", mode: str = "max", max_clips: int = 5000):
-        self.monitor, self.mode, self.max_clips = monitor, mode, max_clips
-        self.best: float | None = None
-        self._features: list[Tensor] = []
-        self._labels: list[str] = []
-        self._captured: Tensor | None = None
-        self._hook: Any = None
-
-    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._features, self._labels = [], []
-
-        def keep(module: Any, inputs: Any, output: Tensor) -> None:
-            self._captured = output.detach().float()
-
-        self._hook = pl_module.trunk.register_forward_hook(keep)
-
-    def on_validation_batch_end(
-        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
-    ) -> None:
-        features, self._captured = self._captured, None
-        if features is None or not batch["key"] or len(self._labels) >= self.max_clips:
-            return
-        clip = batch.get("clip")
-        n = len(batch["key"])
-        per_clip = features if clip is None else clip_scores(features, clip, n)
-        self._features.append(per_clip.cpu())
-        labels = list(pl_module.labels)
-        for target in batch["target"].cpu():
-            if target.dim() == 0:
-                self._labels.append(labels[int(target)])
-            else:
-                self._labels.append(";".join(labels[i] for i in target.nonzero().flatten()))
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
-        value = trainer.callback_metrics.get(self.monitor)
-        if trainer.sanity_checking or value is None or not self._features:
-            return
-        value = float(value)
-        better = self.best is None or (
-            value > self.best if self.mode == "max" else value < self.best
-        )
-        if not better or math.isnan(value):
-            return
-        self.best = value
-        writer = tensorboard.writer(pl_module)
-        if writer is None:
-            return
-        mat = torch.cat(self._features)
-        writer.add_embedding(
-            mat,
-            metadata=self._labels[: len(mat)],
-            tag="val/embedding",
-            global_step=trainer.global_step,
-        )
-        log.info(
-            "val embeddings of %d clips to TensorBoard's projector (%s=%.4f)",
-            len(mat),
-            self.monitor,
-            value,
-        )
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.best = state_dict.get("best")
-
-
 # -- command ---------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = CommandParser(
@@ -261,13 +153,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     """``genretag embed ...``: 0 when every clip was embedded, 1 when some failed, 2 usage."""
-    from genretag.task import load_model
-
     args = build_parser().parse_args(argv)
     if bool(args.paths) == bool(args.config):
         raise ConfigError("embed: give either --config FILE or audio PATHS (not both)")
-    model = load_model(args.ckpt)
-    device = options.device(args.device)  # the rules of `genretag tag --device`
+    model = Network.load(args.ckpt)
+    device = system.device(args.device)  # the rules of `genretag tag --device`
     if args.config:
         stages = [s.strip() for s in args.stages.split(",") if s.strip()]
         unknown = set(stages) - {"train", "val", "test"}

@@ -28,6 +28,7 @@ import yaml
 from genretag.checkpoint import load_checkpoint, plain
 from genretag.errors import CommandParser, ConfigError, run_command
 from genretag.io import atomic_write
+from genretag.network import best_scores, describe_card
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +45,6 @@ def _version() -> str:
         return importlib.metadata.version("genretag")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
-
-
-def _scores(checkpoint: dict[str, Any]) -> dict[str, float]:
-    """{monitor: best_model_score} of each ModelCheckpoint state that monitored something."""
-    scores = {}
-    for name, state in (checkpoint.get("callbacks") or {}).items():
-        if not str(name).startswith("ModelCheckpoint") or not isinstance(state, dict):
-            continue
-        monitor, score = state.get("monitor"), state.get("best_model_score")
-        if monitor and score is not None:
-            scores[str(monitor)] = float(score)
-    return scores
 
 
 def _data_settings(source: Path) -> dict[str, Any]:
@@ -95,7 +84,7 @@ def model_card(checkpoint: dict[str, Any], source: str | os.PathLike) -> dict[st
         "task": str(hparams["task"]),
         "labels": len(hparams["labels"]),
         "data": _data_settings(Path(source)),
-        "metrics": _scores(checkpoint),
+        "metrics": best_scores(checkpoint),
         "epoch": checkpoint.get("epoch"),
         "global_step": checkpoint.get("global_step"),
         "genretag_version": _version(),
@@ -147,40 +136,6 @@ def export(source: str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
     if back["state_dict"].keys() != content["state_dict"].keys():
         raise ConfigError(f"--out {out}: the written file does not read back whole; export again")
     return content
-
-
-def describe_card(checkpoint: dict[str, Any]) -> str:
-    """A few lines about a checkpoint's model, for ``genretag tag --verbose``.
-
-    From its ``model_card`` when exported, else from its hyper-parameters and callback states.
-    """
-    card = checkpoint.get("model_card")
-    hparams = checkpoint.get("hyper_parameters", {})
-    if not isinstance(card, dict):
-        card = {
-            "task": hparams.get("task"),
-            "labels": len(hparams.get("labels") or ()),
-            "metrics": _scores(checkpoint),
-            "epoch": checkpoint.get("epoch"),
-        }
-    lines = [f"model: {card.get('task')}, {card.get('labels')} labels"]
-    data = card.get("data") or {}
-    if data:
-        lines.append("data: " + ", ".join(f"{k}={v}" for k, v in data.items()))
-    metrics = card.get("metrics") or {}
-    if metrics:
-        lines.append("metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-    trained = [f"epoch {card['epoch']}" if card.get("epoch") is not None else ""]
-    if card.get("transferred_from"):
-        trained.append(f"trunk from {card['transferred_from']}")
-    if any(trained):
-        lines.append("trained: " + ", ".join(t for t in trained if t))
-    if card.get("exported"):
-        lines.append(
-            f"exported: {card['exported']} from {card.get('source')} "
-            f"(genretag {card.get('genretag_version')})"
-        )
-    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,17 +1,16 @@
 """The one inference path: windows -> batched probabilities -> clip scores.
 
-validate/test/predict (genretag.task), ``genretag tag`` (genretag.tagger) and the beets plugin
-all score a clip through these functions, so one model gives one answer everywhere:
+validate/test/predict (genretag.task), ``genretag tag`` (genretag.tagger), the beets plugin,
+``embed``, self-training and the cluster runner all score a clip through these functions, over
+the windows of genretag.windows, so one model gives one answer everywhere:
 
-* :func:`window_starts` places the windows: every ``hop`` samples from 0 while a window ends
-  before the audio does, then one window that ends exactly at the end. A clip no longer than
-  one window is one window, padded the checkpoint's way (``pad_mode``: zeros, or the clip
-  repeated). :func:`windows` cuts a decoded clip; :class:`WindowCutter` cuts the same windows
-  from a stream of blocks, holding at most a window and a block in memory.
-* :class:`Predictor` runs one model or an ensemble on a batch of windows (N, T) and gives each
-  model's probabilities (sigmoid for genres, softmax for Freesound; the head decides).
+* :class:`Predictor` runs one network or an ensemble on a batch of windows (N, T) and gives each
+  network's probabilities (sigmoid for genres, softmax for Freesound; the head decides).
 * :func:`clip_scores` averages (or maxes) the windows of each clip, and
-  :meth:`Predictor.combine` merges the models of an ensemble (arithmetic, geometric, weighted).
+  :meth:`Predictor.combine` merges the networks of an ensemble (arithmetic, geometric, weighted).
+* :func:`score_files` is the batched scorer of whole files (decoded on DataLoader workers):
+  clip probabilities, or the pooled features that ``embed`` writes.
+* :func:`for_inference` folds BatchNorm, uses channels-last and sets the precision.
 """
 
 from __future__ import annotations
@@ -19,99 +18,25 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.utils.data import DataLoader
 
+from genretag.data.datasets import AudioFiles, ClipList, EvalClips, collate
 from genretag.errors import ConfigError
-from genretag.features import FRONTEND_KEYS
-
-if TYPE_CHECKING:
-    from genretag.task import TaggingTask
+from genretag.network import Network
 
 log = logging.getLogger(__name__)
 
-PadMode = Literal["zero", "loop"]
 Aggregate = Literal["mean", "max"]
 Combine = Literal["arithmetic", "geometric"]
 Precision = Literal["fp32", "bf16", "int8"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "int8")
-
-
-# -- windows ---------------------------------------------------------------------------------------
-def fit_length(x: np.ndarray, length: int, mode: PadMode = "zero") -> np.ndarray:
-    """Pad (zeros, or by repeating the clip) or cut (T,) to exactly ``length`` samples."""
-    if len(x) >= length:
-        return x[:length]
-    if mode == "loop" and len(x) > 0:
-        return np.tile(x, math.ceil(length / len(x)))[:length]
-    return np.pad(x, (0, length - len(x)))
-
-
-def window_starts(total: int, length: int, hop: int | None = None) -> list[int]:
-    """Start samples of the windows that cover ``total`` samples (see the module docstring).
-
-    >>> window_starts(30, 10), window_starts(31, 10), window_starts(5, 10)
-    ([0, 10, 20], [0, 10, 20, 21], [0])
-    """
-    hop = hop or length
-    if total <= length:
-        return [0]
-    stepped = range(0, total - length, hop)  # windows that end before the audio does
-    return [*stepped, total - length]
-
-
-def windows(
-    x: np.ndarray, length: int, hop: int | None = None, mode: PadMode = "zero"
-) -> np.ndarray:
-    """The windows of a decoded clip (T,): (W, length), W = len(window_starts(T, length, hop))."""
-    if len(x) <= length:
-        return fit_length(x, length, mode)[None]
-    return np.stack([x[s : s + length] for s in window_starts(len(x), length, hop)])
-
-
-class WindowCutter:
-    """The windows of :func:`windows`, cut from a stream of blocks in bounded memory.
-
-    ``feed`` each block (n,) and take the windows it completes; ``finish`` gives the last one.
-    A stepped window is only sent once a sample beyond its end has arrived (until then it may
-    be the end-aligned last window); ``starts`` lists the start sample of every window sent.
-    """
-
-    def __init__(self, length: int, hop: int | None = None, pad_mode: PadMode = "zero") -> None:
-        self.length, self.hop, self.pad_mode = length, hop or length, pad_mode
-        self.buf = np.zeros(0, np.float32)
-        self.buf_start = 0  # absolute sample index of buf[0]
-        self.total = 0  # samples fed so far
-        self.next_start = 0  # next stepped window
-        self.starts: list[int] = []
-
-    def feed(self, block: np.ndarray) -> Iterator[np.ndarray]:
-        self.buf = np.concatenate([self.buf, block]) if len(self.buf) else block
-        self.total += len(block)
-        while self.next_start + self.length < self.total:
-            at = self.next_start - self.buf_start
-            self.starts.append(self.next_start)
-            yield self.buf[at : at + self.length]
-            self.next_start += self.hop
-        keep_from = min(self.next_start, max(0, self.total - self.length))
-        if keep_from > self.buf_start:
-            self.buf = self.buf[keep_from - self.buf_start :]
-            self.buf_start = keep_from
-
-    def finish(self) -> Iterator[np.ndarray]:
-        """The last window: end-aligned, or the whole (padded) stream if it is one window long."""
-        if self.total <= self.length:
-            self.starts.append(0)
-            yield fit_length(self.buf, self.length, self.pad_mode)
-            return
-        start = self.total - self.length
-        self.starts.append(start)
-        yield self.buf[start - self.buf_start :]
 
 
 # -- aggregation -------------------------------------------------------------------------------
@@ -137,72 +62,71 @@ def clip_scores(
 
 # -- models ------------------------------------------------------------------------------------
 class Predictor:
-    """One model, or several with the same labels, rate, window and padding (an ensemble).
+    """One network, or several with the same labels, rate, window and padding (an ensemble).
 
-    ``window_probabilities`` gives every model's probabilities for a batch of windows, in the
-    first model's label order; ``combine`` merges the models' clip scores into one.
+    ``window_probabilities`` gives every network's probabilities for a batch of windows, in the
+    first network's label order; ``combine`` merges the networks' clip scores into one.
     """
 
     def __init__(
         self,
-        models: Sequence[TaggingTask],
+        networks: Sequence[Network],
         combine: Combine = "arithmetic",
         weights: Sequence[float] | None = None,
         names: Sequence[str] | None = None,
     ) -> None:
-        if not models:
+        if not networks:
             raise ConfigError("no model to predict with: give at least one checkpoint")
-        names = list(names or [f"model {i}" for i in range(len(models))])
-        first = models[0]
-        self.labels = [str(label) for label in first.hparams["labels"]]
-        self.task = first.hparams["task"]
-        self.sample_rate = int(first.hparams["sample_rate"])
-        self.window_seconds = float(first.hparams["window_seconds"])
-        self.pad_mode: PadMode = first.hparams.get("pad_mode") or "zero"
-        self.genre_tree: dict[str, list[str]] = dict(first.hparams.get("genre_tree") or {})
-        self.window = round(self.window_seconds * self.sample_rate)
-        self.device = next(first.parameters()).device
-        self.models, self.orders = [], []
-        for name, model in zip(names, models, strict=True):
-            self._check_member(name, names[0], model)
-            labels = [str(label) for label in model.hparams["labels"]]
-            self.models.append(model)
-            self.orders.append(
-                torch.tensor([labels.index(label) for label in self.labels], device=self.device)
-            )
-        if weights is not None and len(weights) != len(models):
+        names = list(names or [f"model {i}" for i in range(len(networks))])
+        first = networks[0]
+        self.labels, self.task, self.genre_tree = first.labels, first.task, first.genre_tree
+        self.sample_rate, self.window_seconds = first.sample_rate, first.window_seconds
+        self.window, self.pad_mode = first.window, first.pad_mode
+        self.networks: list[Network] = []
+        self.orders: list[list[int] | None] = []  # each member's columns in the first's order
+        for name, network in zip(names, networks, strict=True):
+            self._check_member(name, names[0], network)
+            order = [network.labels.index(label) for label in self.labels]
+            self.networks.append(network)
+            self.orders.append(None if order == list(range(len(order))) else order)
+        if weights is not None and len(weights) != len(networks):
             raise ConfigError(
-                f"ensemble weights: {len(weights)} weights for {len(models)} checkpoints"
+                f"ensemble weights: {len(weights)} weights for {len(networks)} checkpoints"
             )
-        w = torch.tensor(weights if weights is not None else [1.0] * len(models))
+        w = torch.tensor(weights if weights is not None else [1.0] * len(networks))
         if not bool((w >= 0).all()) or float(w.sum()) <= 0:
             raise ConfigError(f"ensemble weights: {w.tolist()} must be >= 0 with a positive sum")
-        self.weights = (w / w.sum()).view(-1, 1, 1).to(self.device)
-        # per label, the F1-best validation threshold of each member, averaged (tag --threshold auto)
-        self.thresholds = torch.stack(
-            [
-                m.label_thresholds[o].float().cpu()
-                for m, o in zip(self.models, self.orders, strict=True)
-            ]
-        ).mean(0)
+        self.weights = (w / w.sum()).view(-1, 1, 1)
         self.combine_mode = combine
 
-    def _check_member(self, name: str, first_name: str, model: TaggingTask) -> None:
-        hp = model.hparams
-        mine = (hp["task"], int(hp["sample_rate"]), float(hp["window_seconds"]))
-        if mine != (self.task, self.sample_rate, self.window_seconds) or set(
-            map(str, hp["labels"])
-        ) != set(self.labels):
+    @property
+    def device(self) -> torch.device:
+        """Where the networks are (the first one's parameters)."""
+        return next(self.networks[0].parameters()).device
+
+    @property
+    def thresholds(self) -> Tensor:
+        """Per label, the members' F1-best validation thresholds averaged (C,), on the CPU."""
+        per_member = [
+            n.label_thresholds.float().cpu()[o if o is not None else slice(None)]
+            for n, o in zip(self.networks, self.orders, strict=True)
+        ]
+        return torch.stack(per_member).mean(0)
+
+    def _check_member(self, name: str, first_name: str, network: Network) -> None:
+        mine = (network.task, network.sample_rate, network.window_seconds)
+        if mine != (self.task, self.sample_rate, self.window_seconds) or set(network.labels) != set(
+            self.labels
+        ):
             raise ConfigError(
                 f"{name}: cannot be averaged with {first_name} (task, sample rate, window or "
                 f"labels differ); an ensemble needs models trained for the same labels"
             )
-        frontend = {k: hp.get(k) for k in FRONTEND_KEYS}
-        theirs = {k: self.models[0].hparams.get(k) for k in FRONTEND_KEYS} if self.models else None
-        if theirs is not None and frontend != theirs:
+        if self.networks and network.frontend_settings() != self.networks[0].frontend_settings():
             raise ConfigError(
-                f"{name}: its front-end {frontend} differs from {first_name}'s {theirs}; "
-                f"ensemble members must share the front-end"
+                f"{name}: its front-end {network.frontend_settings()} differs from "
+                f"{first_name}'s {self.networks[0].frontend_settings()}; ensemble members must "
+                f"share the front-end"
             )
 
     @torch.inference_mode()
@@ -210,15 +134,21 @@ class Predictor:
         """Windows (N, T) float32 at ``sample_rate`` -> probabilities (M, N, C) float32."""
         audio = audio.to(self.device, non_blocking=True)
         out = []
-        for model, order in zip(self.models, self.orders, strict=True):
-            out.append(model.head.probabilities(model(audio).float())[:, order])
+        for network, order in zip(self.networks, self.orders, strict=True):
+            probs = network.probabilities(network(audio).float())
+            out.append(probs if order is None else probs[:, order])
         return torch.stack(out)
+
+    @torch.inference_mode()
+    def window_features(self, audio: Tensor) -> Tensor:
+        """Windows (N, T) -> the first network's pooled trunk features (N, D) float32."""
+        return self.networks[0].features(audio.to(self.device, non_blocking=True)).float()
 
     def combine(self, per_model: Tensor) -> Tensor:
         """Clip scores of every model (M, B, C) -> the ensemble's (B, C)."""
         if len(per_model) == 1:
             return per_model[0]
-        w = self.weights.to(per_model.device)
+        w = self.weights.to(per_model.device, per_model.dtype)
         if self.combine_mode == "arithmetic":
             return (w * per_model).sum(0)
         mean = (w * per_model.clamp(min=1e-7).log()).sum(0).exp()
@@ -234,9 +164,7 @@ class Predictor:
         return self.combine(clip_scores(probs, clip, n_clips, aggregate))
 
 
-def for_inference(
-    model: TaggingTask, device: torch.device, precision: Precision = "fp32"
-) -> TaggingTask:
+def for_inference(model: Network, device: torch.device, precision: Precision = "fp32") -> Network:
     """``model`` on ``device`` in eval mode, made faster; for inference only.
 
     Each eval-mode BatchNorm2d is folded into the Conv2d before it, and on the CPU the convs run
@@ -273,7 +201,7 @@ class _Cast(nn.Module):
         return self.inner(x.to(self.dtype)).float()
 
 
-def _bf16(model: TaggingTask, device: torch.device) -> TaggingTask:
+def _bf16(model: Network, device: torch.device) -> Network:
     """The trunk (B, n_mels, frames) in bfloat16 between the fp32 front-end and head."""
     if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         log.warning("--precision bf16: this CPU has no bf16 kernels (AVX-512 BF16); much slower")
@@ -281,7 +209,7 @@ def _bf16(model: TaggingTask, device: torch.device) -> TaggingTask:
     return model
 
 
-def _int8(model: TaggingTask, device: torch.device) -> TaggingTask:
+def _int8(model: Network, device: torch.device) -> Network:
     """The GRU and Linear layers of trunk and head dynamically quantized to int8 (CPU only)."""
     if device.type != "cpu":
         raise ConfigError(f"--precision int8 runs on the CPU only; use --device cpu, not {device}")
@@ -319,9 +247,43 @@ def load_predictor(
     precision: Precision = "fp32",
     setting: str = "--ckpt",
 ) -> Predictor:
-    """A Predictor over checkpoint files (loaded as data, see genretag.task.load_model), each
-    model at ``precision`` (see :func:`for_inference`); ``setting`` names them in errors."""
-    from genretag.task import load_model
+    """A Predictor over checkpoint files (loaded as data, see :meth:`Network.load`), each network
+    at ``precision`` (see :func:`for_inference`); ``setting`` names them in errors."""
+    networks = [for_inference(Network.load(path), device, precision) for path in paths]
+    return Predictor(networks, combine, weights, names=[f"{setting} {p}" for p in paths])
 
-    models = [for_inference(load_model(path), device, precision) for path in paths]
-    return Predictor(models, combine, weights, names=[f"{setting} {p}" for p in paths])
+
+@torch.inference_mode()
+def score_files(
+    predictor: Predictor,
+    clips: ClipList,
+    batch_size: int = 16,
+    workers: int = 0,
+    features: bool = False,
+) -> tuple[np.ndarray, list[bool]]:
+    """Each clip's probabilities (N, C), or pooled features (N, D) with ``features``, in
+    ``clips``' order, and ok (N,): False where a file could not be decoded (a row of NaN,
+    named in a warning). Files are decoded on ``workers`` processes and scored in batches of
+    ``batch_size`` clips, every window of a clip in the same batch."""
+    source = AudioFiles(predictor.sample_rate)
+    dataset = EvalClips(clips, source, predictor.window_seconds, predictor.pad_mode)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate)
+    rows: dict[str, np.ndarray] = {}
+    for batch in loader:
+        for path, reason in batch["bad"]:
+            log.warning("skipped %s: %s", path, reason)
+        if not batch["key"]:
+            continue
+        audio, clip, n = batch["audio"], batch["clip"], len(batch["key"])
+        if features:
+            per_clip = clip_scores(predictor.window_features(audio), clip, n)
+        else:
+            per_clip = predictor.clip_probabilities(audio, clip, n)
+        rows.update(zip(batch["key"], per_clip.float().cpu().numpy(), strict=True))
+    width = predictor.networks[0].trunk.out_features if features else len(predictor.labels)
+    out = np.full((len(clips.keys), width), np.nan, np.float32)
+    ok = [key in rows for key in clips.keys]
+    for i, key in enumerate(clips.keys):
+        if key in rows:
+            out[i] = rows[key]
+    return out, ok

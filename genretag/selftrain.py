@@ -32,13 +32,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 
-from genretag.data.datasets import AudioFiles, ClipList, EvalClips, collate
+from genretag import system
+from genretag.data.datasets import ClipList
 from genretag.errors import CommandParser, ConfigError, run_command
-from genretag.inference import Combine, Predictor, load_predictor
+from genretag.inference import Combine, Predictor, load_predictor, score_files
 from genretag.io import atomic_write
-from genretag.tagger import options
 
 log = logging.getLogger(__name__)
 
@@ -61,24 +60,13 @@ class Schedule:
         return min(self.start + round_ * self.step, self.stop)
 
 
-@torch.inference_mode()
 def score_clips(
     predictor: Predictor, paths: Sequence[str], batch_size: int = 16, workers: int = 0
 ) -> np.ndarray:
-    """Clip probabilities (N, C) of the audio files ``paths`` (NaN rows for undecodable ones)."""
+    """Clip probabilities (N, C) of the audio files ``paths`` (NaN rows for undecodable ones),
+    through the one batched scorer (genretag.inference.score_files)."""
     clips = ClipList(list(paths), list(paths), np.zeros(len(paths), np.int64))
-    source = AudioFiles(predictor.sample_rate)
-    dataset = EvalClips(clips, source, predictor.window_seconds, predictor.pad_mode)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate)
-    out = np.full((len(paths), len(predictor.labels)), np.nan, np.float32)
-    where = {p: i for i, p in enumerate(paths)}
-    for batch in loader:
-        for path, reason in batch["bad"]:
-            log.warning("self-train: skipped %s: %s", path, reason)
-        if batch["key"]:
-            probs = predictor.clip_probabilities(batch["audio"], batch["clip"], len(batch["key"]))
-            out[[where[k] for k in batch["key"]]] = probs.float().cpu().numpy()
-    return out
+    return score_files(predictor, clips, batch_size, workers)[0]
 
 
 def pseudo_labels(
@@ -286,7 +274,7 @@ def _main(argv: list[str]) -> int:
     if args.limit_batches is not None:
         n = int(args.limit_batches) if args.limit_batches >= 1 else args.limit_batches
         limits = {"limit_train_batches": n, "limit_val_batches": n}
-    device = str(options.device(args.device))  # the rules of `genretag tag --device`
+    device = str(system.device(args.device))  # the rules of `genretag tag --device`
     schedule = Schedule(
         args.rounds, args.start, args.step, args.stop, args.pseudo_weight, args.epochs
     )

@@ -1,10 +1,11 @@
-"""The LightningModule: waveform -> log-mel (on the device) -> trunk -> head -> logits.
+"""The LightningModule: trains and evaluates a :class:`genretag.network.Network`.
 
-The head (genretag.heads) is chosen once from ``task``: ``multilabel`` (genres: sigmoid outputs,
-binary cross-entropy) or ``multiclass`` (Freesound: softmax, cross-entropy); it holds the loss,
-the probabilities and the metrics. Evaluation scores clips through genretag.inference, the path
-``tag`` uses too. Everything a tagger needs to use a checkpoint (labels, sample rate, window,
-padding, front-end and trunk settings) is a hyper-parameter. Batches: genretag.data.datasets.Batch.
+The task HAS a network (front-end -> trunk -> head, see genretag.network); it adds what only
+training needs: SpecAugment, mixup, the optimizer and its schedule, metrics, logging, transfer
+(``init_from``) and the bad-file counts. Evaluation scores clips through genretag.inference's
+:class:`~genretag.inference.Predictor`, the path ``tag`` uses too. Checkpoints store the
+network's state-dict keys (``trunk.*``, ``head.*``, ``label_thresholds``), so a network loads
+from them without this module. Batches: genretag.data.datasets.Batch.
 """
 
 from __future__ import annotations
@@ -22,19 +23,17 @@ from genretag import constants, tensorboard
 from genretag.checkpoint import load_checkpoint, load_weights
 from genretag.data.datasets import Batch
 from genretag.errors import ConfigError
-from genretag.export import describe_card
-from genretag.features import FRONTEND_KEYS, LogMel, SpecAugment
-from genretag.heads import Task, make_head
-from genretag.inference import Combine, PadMode, clip_scores
+from genretag.features import FRONTEND_KEYS, SpecAugment
+from genretag.heads import Head, Task
+from genretag.inference import Combine, Predictor, load_predictor
 from genretag.metrics import ClipPredictions, best_f1_thresholds, bootstrap_intervals
-from genretag.models import build_trunk
+from genretag.network import TRUNK_KEYS, Network
+from genretag.windows import PadMode
 
 log = logging.getLogger(__name__)
 FEW_STEPS = 200  # optimizer steps below which configure_optimizers warns
-
-# Hyper-parameters that must match for trunk weights to be reusable (transfer, checks).
-TRUNK_KEYS = ("trunk", "channels", "gru_hidden", "gru_layers")
 STAGES = ("train", "val", "test", "predict")
+NETWORK_MEMBERS = frozenset({"frontend", "trunk", "head", "label_thresholds"})
 ENSEMBLE_KEYS = ("ensemble", "ensemble_combine", "ensemble_weights")  # not model settings
 
 
@@ -108,37 +107,46 @@ class TaggingTask(pl.LightningModule):
             )
         self.save_hyperparameters(ignore=list(ENSEMBLE_KEYS))
         self.ensemble_paths, self.ensemble_combine = ensemble, ensemble_combine
-        self.ensemble_weights, self._ensemble = ensemble_weights, None
-        self.labels = list(labels)
-        self.frontend = LogMel(sample_rate, n_fft, hop_length, n_mels, f_min, f_max)
+        self.ensemble_weights = ensemble_weights
+        self.network = Network.build(self.hparams)
         self.augment = SpecAugment() if spec_augment else nn.Identity()
-        self.trunk = build_trunk(
-            trunk,
-            n_mels,
-            channels=tuple(channels),
-            gru_hidden=gru_hidden,
-            gru_layers=gru_layers,
-            dropout=dropout,
-        )
-        self.head = make_head(
-            task, self.trunk.out_features, len(labels), dropout, threshold, label_smoothing
-        )
         self.scores = nn.ModuleDict({stage: ClipPredictions() for stage in ("val", "test")})
-        # Per label, the threshold that maximised F1 on validation (``tag --threshold auto``):
-        # set at each validation, so best.ckpt holds the best epoch's.
-        self.register_buffer("label_thresholds", torch.full((len(labels),), float(threshold)))
+        # What validation and test score with: this network, or the ensemble (_load_ensemble).
+        self.scorer = Predictor([self.network])
         self.bad_files: dict[str, dict[str, str]] = {stage: {} for stage in STAGES}
         self._named: set[str] = set()  # files already named in a warning (once per run)
         self._transferred = False
+        self._epoch_clips, self._epoch_start = 0, time.perf_counter()
+        self._drop_trunk_grads = False
+        # State dicts use the network's own keys (trunk.*, head.*, label_thresholds), so a
+        # Network loads what this module saves, and files of the previous release load here.
+        self.register_state_dict_post_hook(_network_keys)
+        self.register_load_state_dict_pre_hook(_task_keys)
 
     # -- model ---------------------------------------------------------------------------------
+    @property
+    def labels(self) -> list[str]:
+        return self.network.labels
+
+    @property
+    def frontend(self) -> nn.Module:
+        return self.network.frontend
+
+    @property
+    def trunk(self) -> nn.Module:
+        return self.network.trunk
+
+    @property
+    def head(self) -> Head:
+        return self.network.head
+
+    @property
+    def label_thresholds(self) -> Tensor:
+        return self.network.label_thresholds
+
     def forward(self, audio: Tensor) -> Tensor:
         """Waveform (B, T) float at ``sample_rate`` -> logits (B, C)."""
-        return self.head(self.trunk(self.frontend(audio)))
-
-    def probabilities(self, logits: Tensor) -> Tensor:
-        """Logits (B, C) -> probabilities (B, C): the head's sigmoid or softmax."""
-        return self.head.probabilities(logits)
+        return self.network(audio)
 
     # -- training ------------------------------------------------------------------------------
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
@@ -157,20 +165,14 @@ class TaggingTask(pl.LightningModule):
                 weight = lam * weight + (1 - lam) * weight[perm]
         logits = self.head(self.trunk(self.augment(self.frontend(audio))))
         loss = self.head.loss(logits, target, weight)
-        self._epoch_clips = getattr(self, "_epoch_clips", 0) + len(audio)
+        self._epoch_clips += len(audio)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(audio))
         return loss
 
     # -- evaluation ----------------------------------------------------------------------------
     def clip_probabilities(self, batch: Batch) -> Tensor:
         """Window probabilities averaged per clip (B, C), as genretag.inference scores them."""
-        if self._ensemble is not None:  # test/predict with --model.ensemble
-            return self._ensemble.clip_probabilities(
-                batch["audio"], batch.get("clip"), len(batch["key"])
-            )
-        probs = self.head.probabilities(self(batch["audio"]))
-        clip = batch.get("clip")
-        return probs if clip is None else clip_scores(probs, clip, len(batch["key"]))
+        return self.scorer.clip_probabilities(batch["audio"], batch.get("clip"), len(batch["key"]))
 
     def _eval_step(self, stage: str, batch: Batch, batch_idx: int) -> None:
         self._note_bad_files(stage, batch)
@@ -236,8 +238,8 @@ class TaggingTask(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._log_skipped("train")
-        seconds = time.perf_counter() - getattr(self, "_epoch_start", time.perf_counter())
-        if seconds > 0 and getattr(self, "_epoch_clips", 0):
+        seconds = time.perf_counter() - self._epoch_start
+        if seconds > 0 and self._epoch_clips:
             self.log(
                 "train/clips_per_s", self._epoch_clips / seconds, reduce_fx="sum", sync_dist=True
             )
@@ -250,10 +252,8 @@ class TaggingTask(pl.LightningModule):
 
     def _load_ensemble(self) -> None:
         """Load ``ensemble``'s members (as data) onto this model's device, once."""
-        if not self.ensemble_paths or self._ensemble is not None:
+        if not self.ensemble_paths or self.scorer.networks[0] is not self.network:
             return
-        from genretag.inference import load_predictor
-
         predictor = load_predictor(
             self.ensemble_paths,
             self.device,
@@ -267,8 +267,8 @@ class TaggingTask(pl.LightningModule):
                 f"{_short(predictor.labels)} are not the data's "
                 f"{_short(self.labels)}; ensemble members must be trained on these labels"
             )
-        self._ensemble = predictor
-        log.info("scoring with an ensemble of %d checkpoints (%s)", len(predictor.models),
+        self.scorer = predictor
+        log.info("scoring with an ensemble of %d checkpoints (%s)", len(predictor.networks),
                  self.ensemble_combine)  # fmt: skip
 
     # -- bad files, optimisation, transfer -----------------------------------------------------
@@ -330,8 +330,7 @@ class TaggingTask(pl.LightningModule):
 
     def load_trunk(self, path: str) -> None:
         """Copy the trunk of another genretag checkpoint into this model; the head stays new."""
-        checkpoint = load_checkpoint(path)
-        theirs = checkpoint["hyper_parameters"]
+        theirs = load_checkpoint(path)["hyper_parameters"]
         for key in FRONTEND_KEYS + TRUNK_KEYS:
             mine, other = self.hparams[key], theirs.get(key)
             if key == "channels":
@@ -342,11 +341,7 @@ class TaggingTask(pl.LightningModule):
                     f"model.init_from: {path} has {key}={other!r} but this model has {key}={mine!r}; "
                     f"set {where} to {other!r} to reuse its trunk"
                 )
-        trunk = {
-            k[len("trunk.") :]: v
-            for k, v in checkpoint["state_dict"].items()
-            if k.startswith("trunk.")
-        }
+        trunk = Network.load(path).trunk.state_dict()
         load_weights(
             self.trunk,
             trunk,
@@ -370,7 +365,7 @@ class TaggingTask(pl.LightningModule):
         self.trunk.train(not frozen)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        if getattr(self, "_drop_trunk_grads", False):
+        if self._drop_trunk_grads:
             for p in self.trunk.parameters():
                 p.grad = None  # AdamW skips a parameter without a gradient (no decay either)
 
@@ -384,22 +379,35 @@ class TaggingTask(pl.LightningModule):
             )
 
 
+def _network_keys(module: nn.Module, state: dict[str, Any], prefix: str, *_: Any) -> None:
+    """State-dict post-hook: ``network.trunk.*`` -> ``trunk.*`` (in place)."""
+    inner = prefix + "network."
+    for key in [k for k in state if k.startswith(inner)]:
+        state[prefix + key[len(inner) :]] = state.pop(key)
+
+
+def _task_keys(module: TaggingTask, state: dict[str, Any], prefix: str, *_: Any) -> None:
+    """Load pre-hook: ``trunk.*`` -> ``network.trunk.*`` (in place); a checkpoint written before
+    label thresholds were kept gets the model's defaults."""
+    inner = prefix + "network."
+    for key in [k for k in state if k.startswith(prefix) and not k.startswith(inner)]:
+        if key[len(prefix) :].split(".", 1)[0] in NETWORK_MEMBERS:
+            state[inner + key[len(prefix) :]] = state.pop(key)
+    state.setdefault(inner + "label_thresholds", module.label_thresholds)
+
+
 def _short(labels: list[str], n: int = 6) -> str:
     more = f", ... ({len(labels)} in all)" if len(labels) > n else ""
     return "[" + ", ".join(map(str, labels[:n])) + more + "]"
 
 
-def load_model(path: str, map_location: str | torch.device = "cpu") -> TaggingTask:
-    """A trained TaggingTask from a checkpoint file alone, in eval mode."""
-    checkpoint = load_checkpoint(path)
+def load_model(path: str) -> TaggingTask:
+    """A TaggingTask that continues training from a checkpoint file alone (self-training);
+    scoring needs only :meth:`genretag.network.Network.load`."""
+    network = Network.load(path)
     accepted = inspect.signature(TaggingTask.__init__).parameters
-    hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if k in accepted}
-    if "pad_mode" not in hparams:  # written before the model kept it: the data modules' defaults
-        hparams["pad_mode"] = "loop" if hparams["task"] == "multiclass" else "zero"
+    hparams = {k: v for k, v in load_checkpoint(path)["hyper_parameters"].items() if k in accepted}
     # The transfer source (init_from) may be gone by now; the trained weights are all here.
-    model = TaggingTask(**{**hparams, "init_from": None})
-    state = dict(checkpoint["state_dict"])
-    state.setdefault("label_thresholds", model.label_thresholds)  # written before they were kept
-    load_weights(model, state, path)
-    model.card = describe_card(checkpoint)
-    return model.to(map_location).eval()
+    model = TaggingTask(**{**hparams, "pad_mode": network.pad_mode, "init_from": None})
+    model.network.load_state_dict(network.state_dict())
+    return model

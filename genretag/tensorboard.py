@@ -1,4 +1,5 @@
-"""TensorBoard beyond scalars: log-mel images, per-label metrics and PR curves, the writer.
+"""TensorBoard beyond scalars: log-mel images, per-label metrics and PR curves, the writer, and
+:class:`EmbeddingProjector` (validation embeddings in the projector).
 
 Each takes the LightningModule (genretag.task.TaggingTask) whose run it logs to; nothing is
 written during the sanity check or off rank 0.
@@ -6,10 +7,17 @@ written during the sanity check or off rank 0.
 
 from __future__ import annotations
 
+import logging
+import math
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from torch import Tensor
+
+from genretag.inference import clip_scores
+
+log = logging.getLogger(__name__)
 
 
 def writer(module: pl.LightningModule) -> Any | None:
@@ -52,3 +60,83 @@ def log_per_label(
             out.add_pr_curve(
                 f"{stage}_pr_curve/{label}", targets[:, i].cpu(), probs[:, i].cpu(), step
             )
+
+
+# -- projector -----------------------------------------------------------------------
+class EmbeddingProjector(pl.Callback):
+    """The validation clips' embeddings, labelled, in TensorBoard's projector at the best epoch.
+
+    During validation a forward hook on the trunk keeps each window's pooled features, averaged
+    per clip as ``genretag embed`` averages them; when ``monitor`` improves (``mode`` max or min) they
+    go to ``writer.add_embedding`` (tag ``val/embedding``) with each clip's label as metadata.
+    """
+
+    def __init__(self, monitor: str = "val/map3", mode: str = "max", max_clips: int = 5000):
+        self.monitor, self.mode, self.max_clips = monitor, mode, max_clips
+        self.best: float | None = None
+        self._features: list[Tensor] = []
+        self._labels: list[str] = []
+        self._captured: Tensor | None = None
+        self._hook: Any = None
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._features, self._labels = [], []
+
+        def keep(module: Any, inputs: Any, output: Tensor) -> None:
+            self._captured = output.detach().float()
+
+        self._hook = pl_module.trunk.register_forward_hook(keep)
+
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        features, self._captured = self._captured, None
+        if features is None or not batch["key"] or len(self._labels) >= self.max_clips:
+            return
+        clip = batch.get("clip")
+        n = len(batch["key"])
+        per_clip = features if clip is None else clip_scores(features, clip, n)
+        self._features.append(per_clip.cpu())
+        labels = list(pl_module.labels)
+        for target in batch["target"].cpu():
+            if target.dim() == 0:
+                self._labels.append(labels[int(target)])
+            else:
+                self._labels.append(";".join(labels[i] for i in target.nonzero().flatten()))
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        value = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or value is None or not self._features:
+            return
+        value = float(value)
+        better = self.best is None or (
+            value > self.best if self.mode == "max" else value < self.best
+        )
+        if not better or math.isnan(value):
+            return
+        self.best = value
+        out = writer(pl_module)
+        if out is None:
+            return
+        mat = torch.cat(self._features)
+        out.add_embedding(
+            mat,
+            metadata=self._labels[: len(mat)],
+            tag="val/embedding",
+            global_step=trainer.global_step,
+        )
+        log.info(
+            "val embeddings of %d clips to TensorBoard's projector (%s=%.4f)",
+            len(mat),
+            self.monitor,
+            value,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best = state_dict.get("best")

@@ -50,8 +50,9 @@ import csv
 import difflib
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -264,6 +265,33 @@ def choose(
             chosen[written] = max(chosen.get(written, 0.0), own, score)
         chosen.setdefault(name, score)
     return list(chosen.items())
+
+
+def genre_choice(
+    labels: Sequence[str],
+    tree: Mapping[str, list[str]] | None,
+    *,
+    max_genres: int,
+    min_score: float | Mapping[str, float],
+    genre_map: str | os.PathLike | None = None,
+    with_parents: bool = False,
+) -> Callable[[np.ndarray], list[tuple[str, float]]]:
+    """The genre choice of ``tag`` and the beets plugin, built once: scores (C,) -> :func:`choose`.
+
+    ``genre_map`` is a map file (loaded and checked against ``labels``); ``with_parents`` adds
+    the model's genre ``tree`` (a warning when the checkpoint has none).
+    """
+    loaded = GenreMap.load(genre_map, labels) if genre_map else None
+    if with_parents and not tree:
+        log.warning("with parents: the checkpoint has no genre tree (trained before it kept one)")
+    return partial(
+        choose,
+        labels=list(labels),
+        max_genres=max_genres,
+        min_score=min_score,
+        genre_map=loaded,
+        parents=dict(tree) if with_parents and tree else None,
+    )
 
 
 def join(chosen: Sequence[tuple[str, float]]) -> str:

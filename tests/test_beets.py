@@ -23,9 +23,9 @@ pytest.importorskip("beets", reason="the beets plugin needs beets (pip install g
 from beets.library import Item  # noqa: E402
 
 from genretag.data import audio  # noqa: E402
-from genretag.inference import windows  # noqa: E402
+from genretag.network import Network  # noqa: E402
 from genretag.tagger.command import main as tag_main  # noqa: E402
-from genretag.task import load_model  # noqa: E402
+from genretag.windows import windows  # noqa: E402
 from tests.test_checkpoint import System, evil_checkpoint  # noqa: E402
 from tests.test_tagging import (  # noqa: E402
     LABELS,
@@ -50,7 +50,7 @@ def sharp_checkpoint(path: Path, files: list[Path], seed: int = 0) -> Path:
     principal directions (centred, scaled to a spread of ~8 logits), so the files' genres differ.
     """
     save_checkpoint(path, LABELS, seed=seed)
-    model = load_model(path).eval()
+    model = Network.load(path).eval()
     sr = int(model.hparams["sample_rate"])
     window = round(model.hparams["window_seconds"] * sr)
     clips = [windows(audio.decode(f, sr=sr), window) for f in files]

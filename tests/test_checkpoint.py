@@ -17,7 +17,8 @@ from genretag.cli import main
 from genretag.errors import ConfigError
 from genretag.export import describe_card, export
 from genretag.export import main as export_main
-from genretag.task import TaggingTask, load_model
+from genretag.network import Network
+from genretag.task import TaggingTask
 from tests.conftest import TINY_MODEL, Corpus, fit_args, make_fma, write_mp3
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,8 +139,8 @@ def test_paths_in_hparams_load_and_are_written_as_strings(tmp_path: Path) -> Non
 
 # -- weights that do not fit ---------------------------------------------------------------------
 def test_weights_that_do_not_fit_are_one_line() -> None:
-    small = TaggingTask(["a", "b", "c"], **TINY)
-    big = TaggingTask(["a", "b"], **{**TINY, "gru_layers": 2})
+    small = Network(["a", "b", "c"], **TINY)
+    big = Network(["a", "b"], **{**TINY, "gru_layers": 2})
     theirs = big.state_dict()
     extra = [k for k in theirs if k not in small.state_dict()]
     assert len(extra) > 3
@@ -152,7 +153,7 @@ def test_weights_that_do_not_fit_are_one_line() -> None:
     assert "3 of another shape (label_thresholds: 2 in the file vs 3 in the model" in message
     assert f"head.1.weight: 2x{width} in the file vs 3x{width} in the model" in message
     assert extra[3] not in message and "missing" not in message
-    load_weights(small, TaggingTask(["x", "y", "z"], **TINY).state_dict(), "same.ckpt")
+    load_weights(small, Network(["x", "y", "z"], **TINY).state_dict(), "same.ckpt")
 
 
 # -- what genretag writes loads as data ----------------------------------------------------------
@@ -191,7 +192,11 @@ def test_fma_fit_checkpoints_load_as_data(default_run: Path) -> None:
         checkpoint = load_checkpoint(default_run / name)
         assert _is_training_checkpoint(checkpoint)
         assert checkpoint["hyper_parameters"]["channels"] == [64, 128, 128, 128]
-        assert set(load_model(str(default_run / name)).labels) == {"Electronic", "Hip-Hop", "Rock"}
+        assert set(Network.load(str(default_run / name)).labels) == {
+            "Electronic",
+            "Hip-Hop",
+            "Rock",
+        }
 
 
 def _fsd_args(root: Path, logs: Path, *extra: str) -> list[str]:
@@ -230,7 +235,7 @@ def test_freesound_and_transfer_checkpoints_load_as_data(tmp_path: Path) -> None
             assert checkpoint["hyper_parameters"]["task"] == "multiclass"
         out = tmp_path / f"{logs.name}.ckpt"
         export(next(logs.rglob("last.ckpt")), out)
-        assert load_model(str(out)).labels == list(freesound.CLASSES)
+        assert Network.load(str(out)).labels == list(freesound.CLASSES)
     xfer = load_checkpoint(next((tmp_path / "xfer_logs").rglob("last.ckpt")))
     assert xfer["hyper_parameters"]["init_from"] == str(genre / "best.ckpt")
 
@@ -249,8 +254,8 @@ def test_export_round_trip_and_size(default_run: Path, tmp_path: Path, capsys) -
     assert os.path.getsize(last) >= 2 * os.path.getsize(out)
     audio = torch.randn(3, 16_000)
     with torch.no_grad():
-        before = load_model(str(last)).probabilities(load_model(str(last))(audio))
-        model = load_model(str(out))
+        before = Network.load(str(last)).probabilities(Network.load(str(last))(audio))
+        model = Network.load(str(out))
         after = model.probabilities(model(audio))
     torch.testing.assert_close(after, before, atol=1e-6, rtol=0)
     assert [p.name for p in out.parent.iterdir()] == ["model.ckpt"]  # no temporary file left
@@ -284,4 +289,4 @@ def test_file_whose_weights_do_not_fit_its_settings_is_one_line(tmp_path: Path) 
     hparams = {**dict(model.hparams), "gru_layers": 1}  # edited, or from another version
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": hparams}, tmp_path / "x.ckpt")
     with pytest.raises(ConfigError, match=r"^[^\n]*x.ckpt: the weights do not fit[^\n]*$"):
-        load_model(str(tmp_path / "x.ckpt"))
+        Network.load(str(tmp_path / "x.ckpt"))

@@ -19,11 +19,13 @@ from genretag.data import freesound
 from genretag.data.datamodules import FreesoundDataModule
 from genretag.embed import main as embed_main
 from genretag.errors import ConfigError
-from genretag.inference import Predictor, for_inference, load_predictor, windows
+from genretag.inference import Predictor, for_inference, load_predictor
 from genretag.metrics import map_at_k
+from genretag.network import Network
 from genretag.spreading import catch_rate, trusted_table
 from genretag.synth.freesound import TRUTH_CSV, synthesize
-from genretag.task import TaggingTask, load_model
+from genretag.task import TaggingTask
+from genretag.windows import windows
 from tests.test_checkpoint import System, evil_checkpoint
 from tests.test_freesound import TINY, fsd_args
 
@@ -119,7 +121,7 @@ def test_trusted_clips_count_as_verified_and_pseudo_clips_are_added(
 
 # -- ensembles -----------------------------------------------------------------------------------
 def test_ensemble_probabilities_are_the_hand_computed_means(ckpts: list[Path]) -> None:
-    models = [for_inference(load_model(str(p)), torch.device("cpu")) for p in ckpts]
+    models = [for_inference(Network.load(str(p)), torch.device("cpu")) for p in ckpts]
     audio = torch.randn(5, 16_000) * 0.1
     with torch.inference_mode():
         each = torch.stack([m.head.probabilities(m(audio)) for m in models])  # (2, 5, 41)
@@ -199,7 +201,7 @@ def test_embed_averages_the_pooled_features_of_a_clips_windows(
     assert set(index["stage"]) == {"val", "test"}
     assert set(index["verified"][index["stage"] == "val"].astype(str)) == {"1"}
     assert set(index["label"][index["stage"] == "test"]) == set(CLASSES)
-    model = load_model(str(ckpts[0]))
+    model = Network.load(str(ckpts[0]))
     from genretag.data import audio
 
     longest = max(index["path"], key=lambda p: sf.info(p).frames)

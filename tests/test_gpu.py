@@ -18,7 +18,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from genretag.features import LogMel
-from genretag.task import TaggingTask, load_model
+from genretag.network import Network
+from genretag.task import TaggingTask
 
 pytestmark = [
     pytest.mark.gpu,
@@ -107,7 +108,7 @@ def test_checkpoint_saved_on_gpu_loads_on_cpu(tmp_path: Path, true_fp32):
     assert next(gpu_model.parameters()).dtype == torch.float32  # bf16-mixed keeps fp32 weights
     with torch.no_grad():
         on_gpu = gpu_model.probabilities(gpu_model(audio.cuda())).cpu()
-        cpu_model = load_model(str(path), "cpu")
+        cpu_model = Network.load(str(path), "cpu")
         on_cpu = cpu_model.probabilities(cpu_model(audio))
     assert next(cpu_model.parameters()).device.type == "cpu"
     assert cpu_model.labels == LABELS

@@ -59,9 +59,9 @@ def test_precision_stays_close_to_fp32(ckpt: Path, precision: str) -> None:
 
 
 def test_int8_quantizes_the_gru(ckpt: Path) -> None:
-    from genretag.task import load_model
+    from genretag.network import Network
 
-    model = for_inference(load_model(str(ckpt)), torch.device("cpu"), "int8")
+    model = for_inference(Network.load(str(ckpt)), torch.device("cpu"), "int8")
     assert "quantized" in type(model.trunk.gru).__module__
 
 

@@ -24,12 +24,13 @@ import soundfile as sf
 import torch
 
 from genretag.data import audio
-from genretag.inference import WindowCutter, fold_batch_norms, window_starts, windows
+from genretag.inference import fold_batch_norms
 from genretag.io import file_key
 from genretag.tagger import filetags
 from genretag.tagger.command import main
 from genretag.tagger.scan import scan
 from genretag.task import TaggingTask
+from genretag.windows import WindowCutter, window_starts, windows
 from tests.conftest import save_model
 
 LABELS = ["Rock", "Electronic", "Hip-Hop", "Old-Time / Historic"]

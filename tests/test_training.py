@@ -11,7 +11,8 @@ import torch
 from genretag.checkpoint import read_checkpoint
 from genretag.cli import lightning_cli, main
 from genretag.data import fma
-from genretag.task import TaggingTask, load_model
+from genretag.network import Network
+from genretag.task import TaggingTask
 from tests.conftest import Corpus, fit_args, make_fma
 
 TINY_YAML = """
@@ -91,7 +92,7 @@ def test_checkpoint_holds_everything_a_tagger_needs(trained):
     assert (hparams["n_mels"], hparams["n_fft"], hparams["hop_length"]) == (96, 512, 256)
     # nnAudio's kernels are rebuilt, not stored: the checkpoint stays small
     assert not any(k.startswith("frontend.") for k in checkpoint["state_dict"])
-    model = load_model(str(log_dir / "checkpoints" / "best.ckpt"))
+    model = Network.load(str(log_dir / "checkpoints" / "best.ckpt"))
     audio = torch.randn(2, 16_000)
     reference = TaggingTask(**{k: v for k, v in hparams.items() if k != "_instantiator"})
     reference.load_state_dict(checkpoint["state_dict"])

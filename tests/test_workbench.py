@@ -11,8 +11,9 @@ import torch
 
 from genretag.checkpoint import read_checkpoint
 from genretag.metrics import best_f1_thresholds
+from genretag.network import Network
 from genretag.tagger.command import main as tag_main
-from genretag.task import TaggingTask, load_model
+from genretag.task import TaggingTask
 from tests.conftest import save_model, write_mp3
 
 LABELS = ["Rock", "Electronic", "Hip-Hop"]
@@ -41,7 +42,7 @@ def test_each_trunk_round_trips_through_tag(
     model = TaggingTask(labels=LABELS, window_seconds=1.0, trunk=spec, spec_augment=False)
     ckpt = save_model(model, tmp_path / "trunk.ckpt")
     assert read_checkpoint(ckpt)["hyper_parameters"]["trunk"] == spec  # plain data
-    loaded = load_model(str(ckpt))
+    loaded = Network.load(str(ckpt))
     assert type(loaded.trunk) is type(model.trunk)
     audio = torch.randn(2, 16_000)
     torch.testing.assert_close(loaded(audio), model.eval()(audio))
@@ -69,7 +70,7 @@ def test_threshold_auto_uses_each_genres_validation_threshold(
     model = TaggingTask(
         labels=LABELS, window_seconds=1.0, channels=(4, 8, 8, 8), gru_hidden=8, gru_layers=1
     )
-    probe = load_model(str(save_model(model, tmp_path / "probe.ckpt")))
+    probe = Network.load(str(save_model(model, tmp_path / "probe.ckpt")))
     with torch.inference_mode():
         scores = probe.head.probabilities(probe(torch.zeros(1, 16_000)))[0]
     # thresholds just below/above what the model gives: Rock always in, the others never

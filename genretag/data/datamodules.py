@@ -31,8 +31,8 @@ from genretag.data.datasets import (
     crop_seed,
 )
 from genretag.errors import ConfigError
-from genretag.inference import PadMode
 from genretag.system import available_cores
+from genretag.windows import PadMode
 
 log = logging.getLogger(__name__)
 

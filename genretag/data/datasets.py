@@ -1,7 +1,7 @@
 """Where a batch is born: clip datasets, the crop sampler, and :func:`collate` into a :class:`Batch`.
 
 Training items are random crops; evaluation items are the windows that cover a whole clip
-(:func:`genretag.inference.windows`, the same windows ``tag`` cuts). Items are decoded on
+(:func:`genretag.windows.windows`, the same windows ``tag`` cuts). Items are decoded on
 DataLoader workers from a :class:`Source`: the audio files themselves (:class:`AudioFiles`) or
 the decoded-audio cache (:class:`genretag.data.cache.DecodedCache`). A file that cannot be
 decoded gives ``{"bad": (path, reason)}`` instead of raising: :func:`collate` drops it from the
@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler, default_collate
 
 from genretag.data import audio
-from genretag.inference import PadMode, fit_length, windows
+from genretag.windows import PadMode, fit_length, windows
 
 log = logging.getLogger(__name__)
 

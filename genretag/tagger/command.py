@@ -18,18 +18,16 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import torch
 
-from genretag import errors, vocabulary
+from genretag import errors, system, vocabulary
 from genretag.errors import ConfigError, run_command
 from genretag.inference import Predictor, load_predictor
 from genretag.io import file_key
-from genretag.system import available_cores
-from genretag.tagger import filetags, options
-from genretag.tagger.options import build_parser, check, cpu_threads, ranks
+from genretag.tagger import filetags
+from genretag.tagger.options import build_parser, check, ranks
 from genretag.tagger.outputs import Outputs, Table, sibling
 from genretag.tagger.scan import display_path, real_path, scan
 from genretag.tagger.stream import TrackResult, infer
@@ -64,6 +62,31 @@ class _Summary:
         return text
 
 
+@dataclass(frozen=True)
+class Plan:
+    """How this run scores: ``tag``'s settings resolved once, from the command line, the
+    checkpoint and the machine (genretag.system)."""
+
+    device: torch.device
+    workers: int
+    batch_size: int
+    window_seconds: float
+    hop_seconds: float  # between window starts: --segments, --hop, or one window
+    hop: int  # the same in samples
+
+    @classmethod
+    def of(cls, args: argparse.Namespace, predictor: Predictor, on: torch.device) -> Plan:
+        hop_seconds = args.segments or args.hop or predictor.window_seconds
+        return cls(
+            device=on,
+            workers=system.default_workers(on) if args.workers is None else args.workers,
+            batch_size=args.batch_size or system.default_batch_size(on),
+            window_seconds=predictor.window_seconds,
+            hop_seconds=hop_seconds,
+            hop=max(1, round(hop_seconds * predictor.sample_rate)),
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``genretag tag ...``: returns 0 if every file was tagged, 1 if some failed, 2 on usage errors."""
     again = "run the same command again to continue"
@@ -73,17 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     check(args)
     log.setLevel(logging.WARNING if args.quiet else logging.NOTSET)
-    device = options.device(args.device)
+    device = system.device(args.device)
     ensemble = load_predictor(args.ckpt, device, args.ensemble, precision=args.precision)
     if errors.VERBOSE:  # what each model is: its card (data, metrics, version)
-        for path, model in zip(args.ckpt, ensemble.models, strict=True):
-            print(f"{path}:\n{getattr(model, 'card', '')}", file=sys.stderr)
-    if args.workers is None:
-        args.workers = (
-            min(16, available_cores() - 1)
-            if device.type == "cuda"
-            else max(1, available_cores() // 4)
-        )
+        for path, network in zip(args.ckpt, ensemble.networks, strict=True):
+            print(f"{path}:\n{network.card}", file=sys.stderr)
+    plan = Plan.of(args, ensemble, device)
     rank, world = ranks()
     mine = scan(args.inputs)[rank::world]
     summary = _Summary(dry_run=args.dry_run)
@@ -94,16 +112,13 @@ def _run(args: argparse.Namespace) -> int:
         f" (rank {rank} of {world})" if world > 1 else "",
         len(todo),
     )
-    threads = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(cpu_threads(args.workers))
     try:
         if outputs and args.write_tags and summary.known:
             known = set(map(display_path, mine)) - set(map(display_path, todo))
             _retag_known(outputs, known, args, summary)
-        _tag(todo, ensemble, args, outputs, summary)
+        with system.inference_threads(device, plan.workers):
+            _tag(todo, ensemble, plan, args, outputs, summary)
     finally:
-        torch.set_num_threads(threads)
         if outputs:
             outputs.close()
     failed = summary.failed
@@ -125,26 +140,21 @@ def _run(args: argparse.Namespace) -> int:
 
 def _table(predictor: Predictor, args: argparse.Namespace, fmt: str) -> Table:
     """The output table, with the genre choice of --genre-map/--with-parents/--max/--min."""
-    labels = predictor.labels
-    genre_map = vocabulary.GenreMap.load(args.genre_map, labels) if args.genre_map else None
-    parents = predictor.genre_tree if args.with_parents else None
-    if args.with_parents and not parents:
-        log.warning("--with-parents: the checkpoint has no genre tree (trained before it kept one)")
     floor: float | dict[str, float] = 0.0 if args.threshold == "auto" else args.threshold
     if args.threshold == "auto":
         if predictor.task != "multilabel":
             raise ConfigError("--threshold auto: per-genre thresholds exist for genre models only")
-        floor = dict(zip(labels, predictor.thresholds.tolist(), strict=True))
-    choose = partial(
-        vocabulary.choose,
-        labels=labels,
+        floor = dict(zip(predictor.labels, predictor.thresholds.tolist(), strict=True))
+    choose = vocabulary.genre_choice(
+        predictor.labels,
+        predictor.genre_tree,
         max_genres=args.max_genres or args.top_k,
         min_score=floor if args.min_score is None else args.min_score,
-        genre_map=genre_map,
-        parents=parents,
+        genre_map=args.genre_map,
+        with_parents=args.with_parents,
     )
     top_floor = 0.0 if args.threshold == "auto" else args.threshold
-    return Table(labels, args.top_k, top_floor, fmt, choose)
+    return Table(predictor.labels, args.top_k, top_floor, fmt, choose)
 
 
 def _finish_extras(args: argparse.Namespace) -> None:
@@ -191,6 +201,7 @@ def _resume(
 def _tag(
     todo: list[Path],
     ensemble: Predictor,
+    plan: Plan,
     args: argparse.Namespace,
     outputs: Outputs | None,
     summary: _Summary,
@@ -200,10 +211,6 @@ def _tag(
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     table = outputs.table if outputs else _table(ensemble, args, "csv")
-    hop_s = args.segments or args.hop or ensemble.window_seconds
-    hop = max(1, round(hop_s * ensemble.sample_rate))
-    args.window_seconds = ensemble.window_seconds
-    batch_size = args.batch_size or (64 if ensemble.device.type == "cuda" else 8)
     bar = tqdm(
         total=len(todo),
         unit="file",
@@ -211,14 +218,15 @@ def _tag(
         file=sys.stderr,
         dynamic_ncols=True,
     )
+    timeline = args.segments is not None
     batches = infer(
-        todo, ensemble, hop, batch_size, args.workers, args.aggregate, args.segments is not None
+        todo, ensemble, plan.hop, plan.batch_size, plan.workers, args.aggregate, timeline
     )
     with bar, logging_redirect_tqdm() if not bar.disable else contextlib.nullcontext():
         for results in batches:
             rows, timelines = [], []
             for result in results:
-                row, line = _one_file(result, table, args, outputs, summary)
+                row, line = _one_file(result, table, plan, args, outputs, summary)
                 rows += row
                 timelines += line
             if outputs:
@@ -232,6 +240,7 @@ def _tag(
 def _one_file(
     result: TrackResult,
     table: Table,
+    plan: Plan,
     args: argparse.Namespace,
     outputs: Outputs | None,
     summary: _Summary,
@@ -263,9 +272,14 @@ def _one_file(
     row = table.line(shown, key, result.duration, result.scores)
     if result.timeline is None:
         return [row], []
-    hop_s = args.segments or args.hop or args.window_seconds
     line = outputs.timeline(
-        shown, key, result.timeline, result.starts, result.duration, hop_s, args.window_seconds
+        shown,
+        key,
+        result.timeline,
+        result.starts,
+        result.duration,
+        plan.hop_seconds,
+        plan.window_seconds,
     )
     return [row], [line]
 

@@ -1,4 +1,4 @@
-"""The ``genretag tag`` command line: options, their checks, the device, threads and ranks."""
+"""The ``genretag tag`` command line: options, their checks, and torchrun ranks."""
 
 from __future__ import annotations
 
@@ -7,11 +7,8 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-import torch
-
 from genretag.errors import CommandParser, ConfigError
 from genretag.inference import PRECISIONS
-from genretag.system import available_cores
 from genretag.tagger import filetags
 
 EXAMPLES = """examples:
@@ -133,33 +130,6 @@ def check(args: argparse.Namespace) -> None:
             raise ConfigError(f"{name} must be in [0, 1], got {value}")
     if args.segments and args.hop and args.segments != args.hop:
         raise ConfigError("--segments sets the hop between windows; leave out --hop")
-
-
-def device(spec: str) -> torch.device:
-    if spec != "auto":
-        try:
-            device = torch.device(spec)
-        except RuntimeError as error:
-            raise ConfigError(f"--device {spec}: {error}") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"--device {spec}: no CUDA GPU here; use --device cpu (or auto)")
-        return device
-    if torch.cuda.is_available():
-        return torch.device(
-            "cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count()
-        )
-    return torch.device("cpu")
-
-
-def cpu_threads(workers: int) -> int:
-    """Torch threads for inference on CPU: the cores the decoding workers leave free.
-
-    Two threads fighting decoders for two cores make the GRU's many small ops ~10x slower.
-    OMP_NUM_THREADS, when set, wins.
-    """
-    if os.environ.get("OMP_NUM_THREADS"):
-        return torch.get_num_threads()
-    return max(1, available_cores() - workers)
 
 
 def ranks() -> tuple[int, int]:

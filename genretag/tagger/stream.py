@@ -24,8 +24,9 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from genretag.data import audio
 from genretag.data.datasets import Batch
-from genretag.inference import Aggregate, PadMode, Predictor, WindowCutter, clip_scores
+from genretag.inference import Aggregate, Predictor, clip_scores
 from genretag.tagger.outputs import TRUNCATED
+from genretag.windows import PadMode, WindowCutter
 
 
 class WindowStream(IterableDataset):
