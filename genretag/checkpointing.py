@@ -70,9 +70,9 @@ class RandomState(Callback):
 
     Restored as soon as Lightning hands the state back, before the first training batch of the
     resumed run is drawn (the sanity check runs under ``isolate_rng``): the state an uninterrupted
-    run had right after saving that checkpoint. Exact with ``num_workers=0``; persistent
-    DataLoader workers keep generators of their own that no checkpoint holds, so with workers
-    the crops after a resume differ from an uninterrupted run's.
+    run had right after saving that checkpoint: the model's own draws (dropout, mixup,
+    SpecAugment). The crops and the shuffled order do not depend on it, or on the loader's
+    workers: each is seeded from (seed, epoch, index) (genretag.data.datasets.EpochSampler).
     """
 
     def state_dict(self) -> dict[str, Any]:

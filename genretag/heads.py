@@ -1,7 +1,7 @@
 """One head per task: its output layer, loss, probability function and metrics.
 
-The task is chosen once, when the model is built (:func:`make_head`); nothing else in the
-project asks which task it is:
+The task is chosen once, when the network is built (:func:`make_head`), and the head holds what
+differs in training and scoring:
 
 * :class:`MultiLabelHead` (FMA genres): sigmoid probabilities, binary cross-entropy, macro
   ROC-AUC / PR-AUC / F1; targets (B, C) float multi-hot.
@@ -9,7 +9,10 @@ project asks which task it is:
   smoothing, mAP@3 / accuracy; targets (B,) long class ids.
 
 Both are ``nn.Sequential(Dropout, Linear)``, so checkpoints keep the keys ``head.1.weight`` and
-``head.1.bias`` whatever the task.
+``head.1.bias`` whatever the task. A few outputs exist for one task only and are chosen by name
+where they are made: per-genre F1 thresholds and bootstrap intervals (genres; genretag.task,
+``tag --threshold auto``), SRT captions and the renormalised geometric ensemble (Freesound;
+genretag.tagger, genretag.inference).
 """
 
 from __future__ import annotations
@@ -18,8 +21,6 @@ from typing import Literal
 
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-from genretag.metrics import multiclass_scores, multilabel_scores
 
 Task = Literal["multilabel", "multiclass"]
 
@@ -83,6 +84,8 @@ class MultiLabelHead(Head):
         return F.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), target)
 
     def scores(self, probs: Tensor, targets: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        from genretag.metrics import multilabel_scores  # torchmetrics: evaluation only
+
         scores = multilabel_scores(probs, targets, self.threshold)
         return scores, scores.pop("roc_auc_per_label")
 
@@ -114,6 +117,8 @@ class MultiClassHead(Head):
         return F.nll_loss(probs.clamp(min=1e-7).log(), target)
 
     def scores(self, probs: Tensor, targets: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        from genretag.metrics import multiclass_scores  # torchmetrics: evaluation only
+
         scores = multiclass_scores(probs, targets)
         return scores, scores.pop("accuracy_per_class")
 

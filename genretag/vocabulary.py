@@ -54,11 +54,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from genretag.errors import ConfigError
+
+if TYPE_CHECKING:  # a type only: tagging does not import pandas
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """One model, one answer: ``tag`` scores a file exactly as ``test``/``predict`` score the clip.
 
-``test`` and ``predict`` decode a whole clip, cut it with genretag.inference.windows and average
+``test`` and ``predict`` decode a whole clip, cut it with genretag.windows.windows and average
 the window probabilities per clip (TaggingTask.clip_probabilities, in Lightning's predict loop);
 ``tag`` streams the file block by block through WindowCutter on decoding workers, runs the
 BatchNorm-folded, channels-last model of genretag.inference.Predictor and sums across batches.

@@ -2,7 +2,7 @@
 
 * :class:`WindowStream` runs in DataLoader workers: each claims the next file, decodes it once
   through :func:`genretag.data.audio.stream` (bounded memory) and cuts the windows
-  :class:`genretag.inference.WindowCutter` places (the windows ``test`` scores); windows of many
+  :class:`genretag.windows.WindowCutter` places (the windows ``test`` scores); windows of many
   files share one :class:`genretag.data.datasets.Batch`.
 * :func:`infer` runs the :class:`~genretag.inference.Predictor` on each batch, keeps each file's
   per-model sums until its last window is in, and yields the finished files' clip scores.
