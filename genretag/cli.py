@@ -45,7 +45,9 @@ Other commands:
 
 
 def lightning_cli(args: list[str]):
-    """Run a Lightning command (fit/validate/test/predict); returns the finished LightningCLI."""
+    """Run a Lightning command (fit/validate/test/predict); returns the finished LightningCLI.
+
+    A ``--config`` overlay is merged onto its base first (genretag.configs)."""
     from pytorch_lightning import Trainer
     from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 
@@ -99,6 +101,8 @@ def lightning_cli(args: list[str]):
 
     # `args` is sys.argv[1:] less --verbose: not a mistake to warn the user about on every run
     warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended", UserWarning)
+    from genretag import configs
+
     return GenretagCLI(
         TaggingTask,
         ClipDataModule,
@@ -108,7 +112,7 @@ def lightning_cli(args: list[str]):
             "precision": "bf16-mixed" if torch.cuda.is_available() else "32-true",
             "callbacks": [RandomState()],  # always on: a resumed run continues the same draws
         },
-        args=args,
+        args=configs.expand(args),
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False},
     )

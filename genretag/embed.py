@@ -26,9 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
-from genretag import system
+from genretag import configs, system
 from genretag.data.datasets import ClipList
 from genretag.errors import CommandParser, ConfigError, run_command
 from genretag.inference import Predictor, score_files
@@ -96,13 +95,7 @@ def data_from_config(config: str | Path, root: str | None = None) -> Any:
     """
     from genretag.data.datamodules import FreesoundDataModule
 
-    try:
-        settings = yaml.safe_load(Path(config).read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(
-            f"--config: {config} cannot be read ({error.__class__.__name__})"
-        ) from None
-    data = settings.get("data") or {}
+    data = configs.read(config).get("data") or {}
     if data.get("class_path") != FREESOUND_DATA:
         raise ConfigError(
             f"--config: {config}: data.class_path is {data.get('class_path')!r}; embed reads "

@@ -137,3 +137,26 @@ def test_a_user_sees_one_line_and_exit_code_2(tmp_path: Path, corpus: Corpus) ->
         f"(lightning_logs/version_N/checkpoints/) (--verbose for details)"
     ]
     assert done.stdout == ""
+
+
+# -- configs as a base plus overlays --------------------------------------------------------------
+def test_an_overlay_holds_only_what_differs_and_the_cli_reads_it_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from genretag import configs
+
+    shipped = Path(__file__).resolve().parents[1] / "configs"
+    overlay = configs.read(shipped / "fma_medium.yaml")
+    base = configs.read(shipped / "fma_small.yaml")
+    assert overlay["data"]["init_args"]["subset"] == "medium"
+    assert overlay["model"] == base["model"] and overlay["trainer"]["max_epochs"] == 30
+    assert "ModelCheckpoint" not in (shipped / "fma_medium.yaml").read_text()
+    mine = tmp_path / "mine.yaml"  # a user's own overlay, a base of its own on top
+    mine.write_text(f"base: {shipped / 'fma_small_fcn.yaml'}\nmodel: {{lr: 0.0005}}\n")
+    assert main(["fit", "--config", str(mine), "--print_config"]) == 0
+    printed = capsys.readouterr().out
+    assert "genretag.models.fcn.FCN" in printed and "lr: 0.0005" in printed
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match=r"loop.yaml: its base chain loops back to itself"):
+        configs.read(loop)

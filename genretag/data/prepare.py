@@ -12,7 +12,6 @@ import argparse
 import json
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 from genretag.data.cache import fill
 from genretag.data.datamodules import ClipDataModule
@@ -30,20 +29,16 @@ def load_datamodule(configs: Sequence[str], overrides: Sequence[str]) -> ClipDat
     the data module alone: the same class resolution and type checks as ``fit``, without
     building a model or a trainer.
     """
-    import yaml
     from jsonargparse import ArgumentParser
 
+    from genretag import configs as genretag_configs
     from genretag.data.datamodules import ClipDataModule
 
     data: dict = {}
     for config in configs:
-        try:
-            loaded = yaml.safe_load(Path(config).read_text()) or {}
-        except OSError as error:
-            raise ConfigError(f"--config: cannot read {config} ({error.strerror})") from None
-        section = loaded.get("data") if isinstance(loaded, dict) else None
+        section = genretag_configs.read(config).get("data")
         if isinstance(section, dict):
-            data = _merged(data, section)
+            data = genretag_configs.merged(data, section)
     if not data and not any(o.startswith("--data") for o in overrides):
         raise ConfigError(
             "prepare: no data section; pass --config with a training config (configs/*.yaml)"
@@ -56,17 +51,6 @@ def load_datamodule(configs: Sequence[str], overrides: Sequence[str]) -> ClipDat
     except Exception as error:  # jsonargparse's ArgumentError: a wrong key or value
         raise ConfigError(f"prepare: {error}") from None
     return parser.instantiate_classes(cfg).data
-
-
-def _merged(base: dict, update: dict) -> dict:
-    merged = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            value = _merged(merged[key], value)
-        merged[key] = value
-    if "class_path" in update and update["class_path"] != base.get("class_path"):
-        merged["init_args"] = update.get("init_args", {})  # another class: its own arguments
-    return merged
 
 
 def dataset_paths(datamodule: ClipDataModule) -> list[str]:
