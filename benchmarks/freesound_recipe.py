@@ -9,9 +9,9 @@ and test mAP@3 (scored through genretag.inference, as ``test`` and ``tag`` score
 
 * ``verified``: the verified clips only; ``all``: every clip; ``weighted``: unverified at 0.5;
 * ``trusted``: verified + the unverified clips label spreading confirmed (embeddings of the
-  ``verified`` model, genretag.spreading defaults: rbf, gamma 20, alpha 0.2, L2-normalised);
+  ``verified`` model, genretag.commands.spreading defaults: rbf, gamma 20, alpha 0.2, L2-normalised);
 * ``self_train``: ``trusted`` fine-tuned for 2 rounds on pseudo-labelled test audio
-  (thresholds ``--st-start`` and 0.1 more; pseudo weight 0.5; lr 0.001; genretag.selftrain);
+  (thresholds ``--st-start`` and 0.1 more; pseudo weight 0.5; lr 0.001; genretag.commands.selftrain);
 * ``folds5``: the ``trusted`` recipe trained on 5 stratified folds, the 5 models averaged
   (arithmetic mean of probabilities, genretag.inference.Predictor).
 
@@ -36,13 +36,13 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from genretag.commands.embed import clip_embeddings, freesound_rows
+from genretag.commands.selftrain import Schedule, score_clips, self_train
+from genretag.commands.spreading import catch_rate, trusted_table
 from genretag.data.datamodules import FreesoundDataModule
-from genretag.embed import clip_embeddings, freesound_rows
 from genretag.inference import load_predictor
 from genretag.metrics import map_at_k
 from genretag.network import Network
-from genretag.selftrain import Schedule, score_clips, self_train
-from genretag.spreading import catch_rate, trusted_table
 from genretag.synth.freesound import TRUTH_CSV, synthesize
 from genretag.task import TaggingTask
 

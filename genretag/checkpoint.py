@@ -9,8 +9,8 @@ names the file and what it asked for.
 
 Measured (torch 2.13, pytorch_lightning 2.6): best/last checkpoints of ``genretag fit`` for FMA,
 for Freesound and after transfer (``--model.init_from``), Lightning's loop, optimizer, scheduler
-and callback states and :class:`genretag.checkpointing.RandomState` included, need no global
-beyond torch's defaults. The writer (:class:`genretag.checkpointing.AtomicCheckpointIO`, and
+and callback states and :class:`genretag.resume.RandomState` included, need no global
+beyond torch's defaults. The writer (:class:`genretag.resume.AtomicCheckpointIO`, and
 ``genretag export``) stores paths in hyper-parameters as strings; the path classes below are
 allowed so that a model built from Python with ``init_from=Path(...)`` and saved by a plain
 Trainer still loads (constructing a path object reads nothing and runs nothing).

@@ -8,7 +8,7 @@
 A mistake the user can fix (a missing folder, a wrong setting, a checkpoint that does not fit)
 is reported as one line naming the setting or path, with exit code 2; ``--verbose`` adds the
 traceback. A full disk is one line too, with exit code 1. ``--ckpt_path last`` resumes from the
-newest last.ckpt of the earlier runs (genretag.checkpointing), which are written atomically.
+newest last.ckpt of the earlier runs (genretag.resume), which are written atomically.
 """
 
 from __future__ import annotations
@@ -23,15 +23,33 @@ from typing import Any
 # Commands that are not Lightning's, and the module whose main(argv) -> int runs each.
 OWN_COMMANDS = {
     "tag": ("genretag.tagger.command", "tag a music library with a trained checkpoint"),
-    "download": ("genretag.data.download", "download, verify and extract FMA or FSDKaggle2018"),
-    "prepare": ("genretag.data.prepare", "decode a dataset once into the decoded-audio cache"),
-    "export": ("genretag.export", "write a checkpoint made for sharing (weights, settings, card)"),
+    "download": ("genretag.commands.download", "download, verify and extract FMA or FSDKaggle2018"),
+    "prepare": ("genretag.commands.prepare", "decode a dataset once into the decoded-audio cache"),
+    "export": (
+        "genretag.commands.export",
+        "write a checkpoint made for sharing (weights, settings, card)",
+    ),
     "report": ("genretag.report", "one HTML page about a tag run's results"),
-    "compare": ("genretag.compare", "compare runs from their logs (lightning_logs/version_*)"),
-    "baseline": ("genretag.baseline", "librosa features + logistic regression, logged as a run"),
-    "embed": ("genretag.embed", "write clip embeddings (the trunk's pooled features) + index"),
-    "spread-labels": ("genretag.spreading", "label spreading: which unverified labels to trust"),
-    "self-train": ("genretag.selftrain", "pseudo-label unlabelled clips, fine-tune, repeat"),
+    "compare": (
+        "genretag.commands.compare",
+        "compare runs from their logs (lightning_logs/version_*)",
+    ),
+    "baseline": (
+        "genretag.commands.baseline",
+        "librosa features + logistic regression, logged as a run",
+    ),
+    "embed": (
+        "genretag.commands.embed",
+        "write clip embeddings (the trunk's pooled features) + index",
+    ),
+    "spread-labels": (
+        "genretag.commands.spreading",
+        "label spreading: which unverified labels to trust",
+    ),
+    "self-train": (
+        "genretag.commands.selftrain",
+        "pseudo-label unlabelled clips, fine-tune, repeat",
+    ),
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 USAGE = f"""usage: genretag COMMAND [options]    (genretag COMMAND --help for each)
@@ -51,9 +69,9 @@ def lightning_cli(args: list[str]):
     from pytorch_lightning import Trainer
     from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 
-    from genretag.checkpointing import RandomState, resolve_last, use_atomic_checkpoints
     from genretag.data.datamodules import ClipDataModule
     from genretag.errors import ConfigError
+    from genretag.resume import RandomState, resolve_last, use_atomic_checkpoints
     from genretag.task import TaggingTask, load_checkpoint
 
     class GenretagCLI(LightningCLI):

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from genretag import baseline, compare
+from genretag.commands import baseline, compare
 from genretag.errors import ConfigError
 from tests.conftest import make_fma
 

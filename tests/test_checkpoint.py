@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from genretag.checkpoint import ALLOWED_GLOBALS, load_checkpoint, load_weights, read_checkpoint
-from genretag.checkpointing import AtomicCheckpointIO
 from genretag.cli import main
+from genretag.commands.export import describe_card, export
+from genretag.commands.export import main as export_main
 from genretag.errors import ConfigError
-from genretag.export import describe_card, export
-from genretag.export import main as export_main
 from genretag.network import Network
+from genretag.resume import AtomicCheckpointIO
 from genretag.task import TaggingTask
 from tests.conftest import TINY_MODEL, Corpus, fit_args, make_fma, write_mp3
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from torch.utils.tensorboard import SummaryWriter
 
-from genretag import compare
+from genretag.commands import compare
 from genretag.errors import ConfigError
 
 GENRES = ["Rock", "Electronic", "Hip-Hop"]

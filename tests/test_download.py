@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from genretag.commands import download as dl
 from genretag.data import archives
-from genretag.data import download as dl
 from genretag.data.fma import audio_relpath
 
 MP3 = {2: bytes(range(256)) * 600, 5: b"\xff\xfb\x90\x00" * 5000, 99134: b""}  # 99134: no audio

@@ -13,16 +13,16 @@ import pytest
 import soundfile as sf
 import torch
 
-from genretag import selftrain
 from genretag.cli import lightning_cli, main
+from genretag.commands import selftrain
+from genretag.commands.embed import main as embed_main
+from genretag.commands.spreading import catch_rate, trusted_table
 from genretag.data import freesound
 from genretag.data.datamodules import FreesoundDataModule
-from genretag.embed import main as embed_main
 from genretag.errors import ConfigError
 from genretag.inference import Predictor, for_inference, load_predictor
 from genretag.metrics import map_at_k
 from genretag.network import Network
-from genretag.spreading import catch_rate, trusted_table
 from genretag.synth.freesound import TRUTH_CSV, synthesize
 from genretag.task import TaggingTask
 from genretag.windows import windows

@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from genretag.checkpoint import read_checkpoint
-from genretag.checkpointing import AtomicCheckpointIO
+from genretag.resume import AtomicCheckpointIO
 from tests.conftest import Corpus, make_fma
 from tests.faults import CUT_WRITES_AT_STEP, IGNORE_SIGXFSZ, KILL_AT_STEP
 

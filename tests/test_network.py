@@ -60,9 +60,9 @@ def test_a_checkpoint_of_the_previous_release_scores_the_same(tmp_path: Path) ->
 SCORERS = {
     "tag": "from genretag.tagger.command import main; main([{files!r}, '--ckpt', {ckpt!r}, "
     "'--out', {out!r}, '--workers', '0', '--quiet'])",
-    "embed": "from genretag.embed import main; main(['--ckpt', {ckpt!r}, {files!r}, "
+    "embed": "from genretag.commands.embed import main; main(['--ckpt', {ckpt!r}, {files!r}, "
     "'--out', {out!r} + '.npy'])",
-    "export": "from genretag.export import main; main([{ckpt!r}, '--out', {out!r} + '.ckpt'])",
+    "export": "from genretag.commands.export import main; main([{ckpt!r}, '--out', {out!r} + '.ckpt'])",
     "beets scoring": "from beets import config; from beetsplug.genretag import GenreTagPlugin; "
     "config['genretag']['ckpt'] = {ckpt!r}; config['genretag']['workers'] = 0; "
     "plugin = GenreTagPlugin(); settings = plugin.settings(); "

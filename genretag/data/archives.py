@@ -1,6 +1,6 @@
 """Archives once downloaded: verify (SHA1), unpack atomically, check every file (checksums).
 
-Used by genretag.data.download; see its docstring for the guarantees (a folder that exists is
+Used by genretag.commands.download; see its docstring for the guarantees (a folder that exists is
 complete, a bad archive is moved aside, known-bad FMA tracks are reported as known).
 """
 

@@ -103,7 +103,7 @@ def fine_tune(
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import TensorBoardLogger
 
-    from genretag.checkpointing import RandomState, use_atomic_checkpoints
+    from genretag.resume import RandomState, use_atomic_checkpoints
     from genretag.task import load_model
 
     version = folder / "self_train" / f"round_{round_}"
@@ -250,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     """``genretag self-train ...``; prints each round's line and the final checkpoint."""
-    from genretag.embed import data_from_config
+    from genretag.commands.embed import data_from_config
 
     args = build_parser().parse_args(argv)
     if args.rounds < 1 or not 0 < args.pseudo_weight <= 1:

@@ -112,7 +112,7 @@ def run(configs: list[str], overrides: list[str], out: str, workers: int) -> Pat
     from sklearn.preprocessing import StandardScaler
     from torch.utils.tensorboard import SummaryWriter
 
-    from genretag.data.prepare import load_datamodule
+    from genretag.commands.prepare import load_datamodule
     from genretag.metrics import bootstrap_intervals, multilabel_scores
 
     datamodule = load_datamodule(configs, overrides)
