@@ -62,13 +62,31 @@ class Network(nn.Module):
         label_smoothing: float = 0.0,
         genre_tree: dict[str, list[str]] | None = None,
     ) -> None:
-        """Arguments as genretag.task.TaggingTask documents them (its model settings)."""
+        """
+        Args:
+            labels: label names, one output each (linked from the data module).
+            task: multilabel (sigmoid + BCE) or multiclass (softmax + cross-entropy).
+            sample_rate: Hz of the waveform the model takes (linked from the data module).
+            window_seconds: length of one input window (training crop, evaluation window).
+            pad_mode: how a clip shorter than a window is filled (linked from the data module),
+                kept so that ``tag`` pads as evaluation did.
+            n_fft, hop_length, n_mels, f_min, f_max: log-mel front-end settings.
+            channels, gru_hidden, gru_layers, dropout: CRNN trunk size (dropout: the head's too).
+            trunk: another trunk of genretag.models instead of the CRNN, as
+                ``{"class_path": "genretag.models.fcn.FCN", "init_args": {...}}`` (kept in the
+                checkpoint as plain data; only genretag.models' trunks can be named).
+            threshold: probability above which a label counts as predicted (F1).
+            label_smoothing: for multiclass cross-entropy.
+            genre_tree: each label's ancestors in FMA's taxonomy, root first (linked from the
+                data module; ``tag --with-parents`` writes them), or None.
+        """
         super().__init__()
         self.hparams: dict[str, Any] = {
             name: value
             for name, value in locals().items()
             if name in inspect.signature(Network.__init__).parameters and name != "self"
         }
+        self.hparams["channels"] = list(channels)  # plain data: hparams.yaml stays safe_load-able
         self.labels = [str(label) for label in labels]
         self.task: Task = task
         self.sample_rate = int(sample_rate)

@@ -19,96 +19,75 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from genretag import constants, tensorboard
+from genretag import tensorboard
 from genretag.checkpoint import load_checkpoint, load_weights
 from genretag.data.datasets import Batch
 from genretag.errors import ConfigError
 from genretag.features import FRONTEND_KEYS, SpecAugment
-from genretag.heads import Head, Task
+from genretag.heads import Head
 from genretag.inference import Combine, Predictor, load_predictor
 from genretag.metrics import ClipPredictions, best_f1_thresholds, bootstrap_intervals
 from genretag.network import TRUNK_KEYS, Network
-from genretag.windows import PadMode
 
 log = logging.getLogger(__name__)
 FEW_STEPS = 200  # optimizer steps below which configure_optimizers warns
 STAGES = ("train", "val", "test", "predict")
 NETWORK_MEMBERS = frozenset({"frontend", "trunk", "head", "label_thresholds"})
 ENSEMBLE_KEYS = ("ensemble", "ensemble_combine", "ensemble_weights")  # not model settings
+# The task's own hyper-parameters, saved beside the network's (ensembles are not saved).
+TRAINING_KEYS = (
+    "lr", "weight_decay", "spec_augment", "mixup_alpha", "init_from", "freeze_trunk_epochs",
+    "bootstrap_draws",
+)  # fmt: skip
 
 
 class TaggingTask(pl.LightningModule):
     def __init__(
         self,
         labels: list[str] | None = None,
-        task: Task = "multilabel",
-        sample_rate: int = constants.SAMPLE_RATE,
-        window_seconds: float = constants.WINDOW_SECONDS,
-        pad_mode: PadMode = "zero",
-        n_fft: int = constants.N_FFT,
-        hop_length: int = constants.HOP_LENGTH,
-        n_mels: int = constants.N_MELS,
-        f_min: float = constants.F_MIN,
-        f_max: float | None = constants.F_MAX,
-        channels: tuple[int, ...] = (64, 128, 128, 128),
-        gru_hidden: int = 128,
-        gru_layers: int = 2,
-        trunk: dict[str, Any] | None = None,
-        dropout: float = 0.1,
         lr: float = 1e-3,
         weight_decay: float = 1e-2,
         spec_augment: bool = True,
         mixup_alpha: float = 0.0,
-        label_smoothing: float = 0.0,
-        threshold: float = 0.5,
         init_from: str | None = None,
         freeze_trunk_epochs: int = 0,
         bootstrap_draws: int = 1000,
-        genre_tree: dict[str, list[str]] | None = None,
         ensemble: list[str] | None = None,
         ensemble_combine: Combine = "arithmetic",
         ensemble_weights: list[float] | None = None,
+        **network: Any,
     ) -> None:
         """
         Args:
             labels: label names, one output each (linked from the data module).
-            task: multilabel (sigmoid + BCE) or multiclass (softmax + cross-entropy).
-            sample_rate: Hz of the waveform the model takes (linked from the data module).
-            window_seconds: length of one input window (training crop, evaluation window).
-            pad_mode: how a clip shorter than a window is filled (linked from the data module),
-                kept so that ``tag`` pads as evaluation did.
-            n_fft, hop_length, n_mels, f_min, f_max: log-mel front-end settings.
-            channels, gru_hidden, gru_layers, dropout: CRNN trunk size.
-            trunk: another trunk of genretag.models instead of the CRNN, as
-                ``{"class_path": "genretag.models.fcn.FCN", "init_args": {...}}`` (kept in the
-                checkpoint as plain data; only genretag.models' trunks can be named).
             lr, weight_decay: AdamW with a one-cycle schedule over the whole run.
             spec_augment: time/frequency masking of training log-mels.
             mixup_alpha: Beta(alpha, alpha) waveform mixup of training pairs; 0 disables.
-            label_smoothing: for multiclass cross-entropy.
-            threshold: probability above which a label counts as predicted (F1).
             init_from: a genretag checkpoint whose front-end and trunk start this model (transfer);
                 the head is new. Its front-end and trunk settings must equal these.
             freeze_trunk_epochs: train only the head for this many first epochs.
             bootstrap_draws: resamples of the test tracks for the 95% intervals of the macro
                 ROC-AUC and PR-AUC (``test/roc_auc_lo``/``_hi`` ...); 0 turns them off.
-            genre_tree: each label's ancestors in FMA's taxonomy, root first (linked from the
-                data module; ``tag --with-parents`` writes them), or None.
             ensemble: checkpoints that ``test`` and ``predict`` score with instead of this
                 model's weights, combined by genretag.inference.Predictor (as ``tag`` does);
                 not saved in checkpoints.
             ensemble_combine: arithmetic or geometric mean of the members' probabilities.
             ensemble_weights: one weight per ensemble member (normalised); default equal.
+            network: the network's settings (task, sample rate, window, padding, front-end,
+                trunk, head), as genretag.network.Network takes them.
         """
         super().__init__()
         if not labels:
             raise ConfigError(
                 "model.labels: no labels; they come from the data module (data.label_names)"
             )
-        self.save_hyperparameters(ignore=list(ENSEMBLE_KEYS))
+        self.network = Network(labels, **network)
+        # every network setting is kept, defaults too: a checkpoint is all `tag` needs
+        self.save_hyperparameters(
+            {**self.network.hparams, **{k: v for k, v in locals().items() if k in TRAINING_KEYS}}
+        )
         self.ensemble_paths, self.ensemble_combine = ensemble, ensemble_combine
         self.ensemble_weights = ensemble_weights
-        self.network = Network.build(self.hparams)
         self.augment = SpecAugment() if spec_augment else nn.Identity()
         self.scores = nn.ModuleDict({stage: ClipPredictions() for stage in ("val", "test")})
         # What validation and test score with: this network, or the ensemble (_load_ensemble).

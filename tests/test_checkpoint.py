@@ -265,7 +265,7 @@ def test_export_round_trip_and_size(default_run: Path, tmp_path: Path, capsys) -
 def test_exported_file_starts_a_transfer(default_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "model.ckpt"
     export(default_run / "best.ckpt", out)
-    model = TaggingTask(["a", "b"], "multiclass", init_from=str(out))
+    model = TaggingTask(["a", "b"], task="multiclass", init_from=str(out))
     model.load_trunk(str(out))
     mine = model.trunk.state_dict()
     theirs = load_checkpoint(default_run / "best.ckpt")["state_dict"]
