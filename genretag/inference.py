@@ -214,6 +214,18 @@ class Predictor:
             out.append(model.head.probabilities(model(audio).float())[:, order])
         return torch.stack(out)
 
+    @torch.inference_mode()
+    def window_probabilities_and_features(self, audio: Tensor) -> tuple[Tensor, Tensor]:
+        """Windows (N, T) -> (probabilities (M, N, C) as :meth:`window_probabilities`, the first
+        model's pooled trunk features (N, D) float32) from the same forward pass."""
+        audio = audio.to(self.device, non_blocking=True)
+        out, first = [], None
+        for model, order in zip(self.models, self.orders, strict=True):
+            features, logits = features_and_logits(model, audio)
+            first = features if first is None else first
+            out.append(model.head.probabilities(logits.float())[:, order])
+        return torch.stack(out), first
+
     def combine(self, per_model: Tensor) -> Tensor:
         """Clip scores of every model (M, B, C) -> the ensemble's (B, C)."""
         if len(per_model) == 1:
@@ -232,6 +244,13 @@ class Predictor:
         if clip is None:
             clip = torch.arange(probs.shape[1])
         return self.combine(clip_scores(probs, clip, n_clips, aggregate))
+
+
+def features_and_logits(model: TaggingTask, audio: Tensor) -> tuple[Tensor, Tensor]:
+    """Windows (N, T) -> (pooled trunk features (N, D) float32, logits (N, C)): the one place
+    embeddings are taken, as ``model(audio)`` computes its logits (head of those features)."""
+    features = model.trunk(model.frontend(audio))
+    return features.float(), model.head(features)
 
 
 def for_inference(
