@@ -29,6 +29,10 @@ OWN_COMMANDS = {
     "report": ("genretag.report", "one HTML page about a tag run's results"),
     "compare": ("genretag.compare", "compare runs from their logs (lightning_logs/version_*)"),
     "baseline": ("genretag.baseline", "librosa features + logistic regression, logged as a run"),
+    "similar": (
+        "genretag.similar",
+        "each file's nearest neighbours by sound; 'more like this' playlists",
+    ),
     "embed": ("genretag.embed", "write clip embeddings (the trunk's pooled features) + index"),
     "spread-labels": ("genretag.spreading", "label spreading: which unverified labels to trust"),
     "self-train": ("genretag.selftrain", "pseudo-label unlabelled clips, fine-tune, repeat"),
