@@ -176,7 +176,7 @@ def main() -> int:
         page = args.page or demo_report(work)
         if args.map:
             page = map_only(page, work)
-        size = "960,700" if args.map else "1200,2000"
+        size = "960,800" if args.map else "1200,2000"
         result = shoot(browser, page, args.png.resolve(), work, size)
         result["html_bytes"] = page.stat().st_size
     result["png"] = str(args.png)
