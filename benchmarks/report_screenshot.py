@@ -4,7 +4,8 @@
 
 Without REPORT.html, a demo-like report is written first (in a temporary folder): a tag table in
 the real CSV layout for 300 files over fma_small's 8 genres, with ``genres``, an errors file,
-window timelines, and paths holding <, &, quotes and a non-UTF-8 byte. Chromium runs with
+window timelines, embeddings (so the page has its map) and paths holding <, &, quotes and a
+non-UTF-8 byte. ``--map`` shoots only the map section of the page (docs/map.png). Chromium runs with
 ``--headless --screenshot --window-size=1200,2000``, its console on stderr
 (``--enable-logging=stderr --v=0``: lines with ``CONSOLE``) and a network log; the script exits 1
 on any console message of the page or any request that is not ``file:`` or ``data:``. Prints one
@@ -37,12 +38,15 @@ def demo_report(folder: Path, files: int = 300, seed: int = 0) -> Path:
     table = folder / "tags.csv"
     header = ["path", "duration", "size", "mtime_ns", "top1", "top1_score", "top2", "top2_score"]
     rows, segments = [header + ["genres"] + GENRES], []
+    centres = rng.normal(0, 1, (len(GENRES), 16))
+    embeddings = np.zeros((files, 16), np.float32)
     for k in range(files):
         true = k % len(GENRES)
         sharp = rng.uniform(0.5, 6.0)  # some files are easy, some ambiguous
         scores = 1 / (1 + np.exp(-(rng.normal(-2.0, 1.0, len(GENRES)))))
         scores[true] = 1 / (1 + np.exp(-rng.normal(sharp - 2.5, 1.0)))
         order = np.argsort(-scores)
+        embeddings[k] = centres[true] + rng.normal(0, 2.5 / sharp, 16)
         name = f"Artist {k % 17}/Album {k % 5}/{k:03d} {GENRES[true]} song.mp3"
         if k == 3:
             name = "Odd/a <b> & \"c\" 'd' caf\udce9.mp3"
@@ -75,8 +79,19 @@ def demo_report(folder: Path, files: int = 300, seed: int = 0) -> Path:
                 ["/music/Broken/<truncated>.flac", "cannot decode: Invalid data found & skipped"],
             ]
         )
+    np.save(folder / "tags.embeddings.npy", embeddings)
     out = folder / "report.html"
     report.write_report(table, out, threshold=0.5, max_timelines=5)
+    return out
+
+
+def map_only(page: Path, work: Path) -> Path:
+    """A page with the report's head and its map section only (for docs/map.png)."""
+    text = page.read_text(encoding="utf-8")
+    start = text.index("<h2>Map of the library")
+    end = text.index("<h3>Outliers", start)
+    out = work / "map.html"
+    out.write_text(text[: text.index("<body>") + 6] + text[start:end] + "</body></html>\n")
     return out
 
 
@@ -88,7 +103,7 @@ def find_browser(name: str | None) -> str:
     sys.exit(f"no browser found ({name or 'chromium'}): apt-get install -y chromium")
 
 
-def shoot(browser: str, page: Path, png: Path, work: Path) -> dict:
+def shoot(browser: str, page: Path, png: Path, work: Path, size: str = "1200,2000") -> dict:
     """Run headless Chromium on ``page``; returns its console lines and non-local requests."""
     netlog = work / "netlog.json"
     command = [
@@ -109,7 +124,7 @@ def shoot(browser: str, page: Path, png: Path, work: Path) -> dict:
         "--v=0",
         f"--log-net-log={netlog}",
         f"--screenshot={png}",
-        "--window-size=1200,2000",
+        f"--window-size={size}",
         page.resolve().as_uri(),
     ]
     start = time.monotonic()
@@ -153,12 +168,16 @@ def main() -> int:
     parser.add_argument("page", nargs="?", type=Path, help="a report (default: a demo-like one)")
     parser.add_argument("--png", type=Path, default=Path("report.png"), help="the screenshot")
     parser.add_argument("--browser", help="browser executable (default: chromium)")
+    parser.add_argument("--map", action="store_true", help="shoot the map section only")
     args = parser.parse_args()
     browser = find_browser(args.browser)
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         page = args.page or demo_report(work)
-        result = shoot(browser, page, args.png.resolve(), work)
+        if args.map:
+            page = map_only(page, work)
+        size = "960,800" if args.map else "1200,2000"
+        result = shoot(browser, page, args.png.resolve(), work, size)
         result["html_bytes"] = page.stat().st_size
     result["png"] = str(args.png)
     result["png_bytes"] = args.png.stat().st_size if args.png.exists() else 0

@@ -38,6 +38,10 @@ OWN_COMMANDS = {
         "genretag.commands.baseline",
         "librosa features + logistic regression, logged as a run",
     ),
+    "similar": (
+        "genretag.commands.similar",
+        "each file's nearest neighbours by sound; 'more like this' playlists",
+    ),
     "embed": (
         "genretag.commands.embed",
         "write clip embeddings (the trunk's pooled features) + index",

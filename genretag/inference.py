@@ -132,17 +132,25 @@ class Predictor:
     @torch.inference_mode()
     def window_probabilities(self, audio: Tensor) -> Tensor:
         """Windows (N, T) float32 at ``sample_rate`` -> probabilities (M, N, C) float32."""
-        audio = audio.to(self.device, non_blocking=True)
-        out = []
-        for network, order in zip(self.networks, self.orders, strict=True):
-            probs = network.probabilities(network(audio).float())
-            out.append(probs if order is None else probs[:, order])
-        return torch.stack(out)
+        return self.window_outputs(audio)[0]
 
     @torch.inference_mode()
     def window_features(self, audio: Tensor) -> Tensor:
         """Windows (N, T) -> the first network's pooled trunk features (N, D) float32."""
-        return self.networks[0].features(audio.to(self.device, non_blocking=True)).float()
+        return self.window_outputs(audio)[1]
+
+    @torch.inference_mode()
+    def window_outputs(self, audio: Tensor) -> tuple[Tensor, Tensor]:
+        """Windows (N, T) -> (probabilities (M, N, C) as :meth:`window_probabilities`, the first
+        network's pooled trunk features (N, D) float32), from the same forward pass."""
+        audio = audio.to(self.device, non_blocking=True)
+        out, first = [], None
+        for network, order in zip(self.networks, self.orders, strict=True):
+            features = network.features(audio)
+            probs = network.probabilities(network.head(features).float())
+            out.append(probs if order is None else probs[:, order])
+            first = features.float() if first is None else first
+        return torch.stack(out), first
 
     def combine(self, per_model: Tensor) -> Tensor:
         """Clip scores of every model (M, B, C) -> the ensemble's (B, C)."""

@@ -7,7 +7,9 @@ The page needs no network and runs no script: CSS and SVG pictures (matplotlib) 
 shows how many files each genre was given (top-1, and the chosen genres when the table has a
 ``genres`` column), the score distribution per genre, the least confident files (best score
 below ``--threshold``), the files that failed and why (``<stem>.errors.csv``) and, when
-``<stem>.segments.jsonl`` exists, a timeline of the window scores for the first files.
+``<stem>.segments.jsonl`` exists, a timeline of the window scores for the first files; when
+``<stem>.embeddings.npy`` exists (``tag --embeddings``), a map of the library by sound
+(genretag.librarymap).
 
 Tables are read as ``genretag tag`` writes them: CSV (``path,duration,size,mtime_ns``, then
 ``top1,top1_score,...``, optionally ``genres`` as "A; B", then one score column per label) or
@@ -258,8 +260,11 @@ def render(
     errors: pd.DataFrame,
     timelines: list[dict],
     threshold: float,
+    embeddings: np.ndarray | None = None,
 ) -> str:
-    """The whole HTML page (a str of valid UTF-8 text)."""
+    """The whole HTML page (a str of valid UTF-8 text); ``embeddings`` (N, D) add the map."""
+    from genretag import librarymap
+
     hours = float(np.nansum(files["duration"])) / 3600 if len(files) else 0.0
     parts = [
         f"<h1>genretag report: {shown(str(table))}</h1>",
@@ -271,6 +276,8 @@ def render(
     if len(files):
         parts.append(_counts_section(files, scores))
         parts += ["<h2>Score distribution per genre</h2>", scores_svg(scores, threshold)]
+    if embeddings is not None:
+        parts.append(librarymap.section(files, embeddings, threshold, shown))
     low = files[files["best"] < threshold].sort_values("best", kind="stable")
     parts.append(f"<h2>Least confident files (best score below {threshold:g}): {len(low)}</h2>")
     rows = [
@@ -290,7 +297,7 @@ def render(
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>genretag report</title><style>{CSS}</style></head><body>\n{body}\n</body></html>\n"
+        f"<title>genretag report</title><style>{CSS}{librarymap.CSS}</style></head><body>\n{body}\n</body></html>\n"
     )
 
 
@@ -320,8 +327,11 @@ def write_report(
     files, scores = read_table(table)
     failed = read_errors(errors)
     timelines = _json_lines(segments)[: max(max_timelines, 0)] if segments.is_file() else []
+    from genretag.tagger.embeddings import read_embeddings
+
+    embeddings = read_embeddings(table, len(files), required=False)
     with matplotlib.rc_context(RC):
-        page = render(table, files, scores, failed, timelines, threshold)
+        page = render(table, files, scores, failed, timelines, threshold, embeddings)
     atomic_write(out, page)
     log.info("wrote %s (%d files, %d failed)", out, len(files), len(failed))
 

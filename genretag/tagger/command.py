@@ -16,8 +16,9 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -26,7 +27,7 @@ from genretag import errors, system, vocabulary
 from genretag.errors import ConfigError, run_command
 from genretag.inference import Predictor, load_predictor
 from genretag.io import file_key
-from genretag.tagger import filetags
+from genretag.tagger import embeddings, filetags
 from genretag.tagger.options import build_parser, check, ranks
 from genretag.tagger.outputs import Outputs, Table, sibling
 from genretag.tagger.scan import display_path, real_path, scan
@@ -94,6 +95,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    ensemble, plan = _prepare(args)
+    if args.watch:
+        from genretag.tagger import watch
+
+        return watch.run(args, partial(tag_files, args, ensemble, plan))
+    return tag_files(args, ensemble, plan, scan(args.inputs))
+
+
+def _prepare(args: argparse.Namespace) -> tuple[Predictor, Plan]:
+    """Check the options, load the checkpoints, resolve how the run scores (:class:`Plan`)."""
     check(args)
     log.setLevel(logging.WARNING if args.quiet else logging.NOTSET)
     device = system.device(args.device)
@@ -101,11 +112,26 @@ def _run(args: argparse.Namespace) -> int:
     if errors.VERBOSE:  # what each model is: its card (data, metrics, version)
         for path, network in zip(args.ckpt, ensemble.networks, strict=True):
             print(f"{path}:\n{network.card}", file=sys.stderr)
-    plan = Plan.of(args, ensemble, device)
+    return ensemble, Plan.of(args, ensemble, device)
+
+
+def tag_files(
+    args: argparse.Namespace,
+    ensemble: Predictor,
+    plan: Plan,
+    files: list[Path],
+    stop: Callable[[], bool] | None = None,
+    new_only: bool = False,
+) -> int:
+    """Tag ``files`` (this rank's share) into --out, then finish it (--report, --playlists);
+    returns the exit code. ``stop()`` true ends the run between files (what is done is kept);
+    ``new_only``: when every file is already in --out, do nothing and say nothing (--watch)."""
     rank, world = ranks()
-    mine = scan(args.inputs)[rank::world]
+    mine = files[rank::world]
     summary = _Summary(dry_run=args.dry_run)
-    outputs, todo = _resume(args, ensemble, mine, rank, world, summary)
+    outputs, todo = _resume(args, ensemble, mine, rank, world, summary, new_only)
+    if new_only and not todo:
+        return 0
     log.info(
         "%d audio files%s: %d to tag",
         len(mine),
@@ -116,8 +142,8 @@ def _run(args: argparse.Namespace) -> int:
         if outputs and args.write_tags and summary.known:
             known = set(map(display_path, mine)) - set(map(display_path, todo))
             _retag_known(outputs, known, args, summary)
-        with system.inference_threads(device, plan.workers):
-            _tag(todo, ensemble, plan, args, outputs, summary)
+        with system.inference_threads(plan.device, plan.workers):
+            _tag(todo, ensemble, plan, args, outputs, summary, stop)
     finally:
         if outputs:
             outputs.close()
@@ -183,18 +209,21 @@ def _resume(
     rank: int,
     world: int,
     summary: _Summary,
+    new_only: bool = False,
 ) -> tuple[Outputs | None, list[Path]]:
-    """Open the outputs of --out; returns them and the files not yet there (same size, mtime)."""
+    """Open the outputs of --out; returns them and the files not yet there (same size, mtime).
+    ``new_only``: the outputs are not opened when every file is there."""
     if not args.out:
         return None, mine
     fmt = "jsonl" if args.out.suffix.lower() == ".jsonl" else "csv"
     table = _table(ensemble, args, fmt)
     srt = ensemble.task == "multiclass"
-    outputs = Outputs(args.out, table, rank, world, args.segments is not None, srt)
+    outputs = Outputs(args.out, table, rank, world, args.segments is not None, srt, args.embeddings)
     done = outputs.done()
     todo = [p for p in mine if done.get(display_path(p)) != file_key(p)]
     summary.known = len(mine) - len(todo)
-    outputs.open()
+    if todo or not new_only:
+        outputs.open()
     return outputs, todo
 
 
@@ -205,8 +234,10 @@ def _tag(
     args: argparse.Namespace,
     outputs: Outputs | None,
     summary: _Summary,
+    stop: Callable[[], bool] | None = None,
 ) -> None:
-    """Infer ``todo``, write tags and rows as files finish, with a progress bar."""
+    """Infer ``todo``, write tags and rows as files finish, with a progress bar; ends after a
+    batch's files are recorded once ``stop()`` is true."""
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -218,23 +249,30 @@ def _tag(
         file=sys.stderr,
         dynamic_ncols=True,
     )
-    timeline = args.segments is not None
+    timeline, features = args.segments is not None, bool(args.embeddings)
     batches = infer(
-        todo, ensemble, plan.hop, plan.batch_size, plan.workers, args.aggregate, timeline
+        todo, ensemble, plan.hop, plan.batch_size, plan.workers, args.aggregate, timeline, features
     )
     with bar, logging_redirect_tqdm() if not bar.disable else contextlib.nullcontext():
         for results in batches:
-            rows, timelines = [], []
+            rows, timelines, vectors = [], [], []
             for result in results:
                 row, line = _one_file(result, table, plan, args, outputs, summary)
                 rows += row
                 timelines += line
+                if row and result.embedding is not None:
+                    key = file_key(result.path)
+                    vectors.append(
+                        embeddings.line(display_path(result.path), key, result.embedding)
+                    )
             if outputs:
-                outputs.add(rows, timelines)
+                outputs.add(rows, timelines, vectors)
             if results:
                 bar.update(len(results))
                 speed = summary.seconds / max(time.monotonic() - summary.start, 1e-9)
                 bar.set_postfix_str(f"audio {speed / 3600:.3f} h/s = {speed:.0f}x", refresh=False)
+            if stop is not None and stop():
+                break
 
 
 def _one_file(

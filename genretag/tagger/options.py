@@ -18,6 +18,8 @@ EXAMPLES = """examples:
   genretag tag ~/Music --ckpt best.ckpt --write-tags --dry-run          # preview, then without --dry-run
   genretag tag 'Music/**/*.flac' --ckpt a.ckpt --ckpt b.ckpt --ensemble geometric --out tags.csv
   torchrun --nproc-per-node 4 -m genretag tag ~/Music --ckpt best.ckpt --out tags.csv
+  genretag tag ~/Music --ckpt best.ckpt --out tags.csv --write-tags --watch   # then keep tagging
+  genretag tag ~/Music --ckpt best.ckpt --out tags.csv --embeddings; genretag similar tags.csv
 
 Re-running with the same --out continues an interrupted run. Exit code: 0 all files tagged,
 1 some files failed (listed on stderr and in <out>.errors.csv), 2 a usage or checkpoint error.
@@ -101,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="at the end, one .m3u8 playlist per "
         "chosen genre in DIR, paths relative to it (Navidrome, Jellyfin, mpd)",
     )
+    add("--embeddings", action="store_true", help="keep each file's embedding (the trunk's "
+        "pooled features, from the same pass) in <out>.embeddings.npy, for similar and the map")  # fmt: skip
+    add("--watch", action="store_true", help="after the first pass, keep watching the folders "
+        "and tag new or changed audio files with the same options (stop: Ctrl-C or SIGTERM)")  # fmt: skip
+    add("--settle", type=float, default=2.0, metavar="S", help="--watch: tag a file once its size "
+        "and mtime stayed the same for S seconds (2), so that a copy is never tagged half-way")  # fmt: skip
     add("--quiet", action="store_true", help="no progress bar: errors and the summary only")
     return p
 
@@ -112,6 +120,14 @@ def check(args: argparse.Namespace) -> None:
         raise ConfigError("--segments needs --out (the timeline goes next to it)")
     if (args.report or args.playlists) and not args.out:
         raise ConfigError("--report and --playlists read the --out table; add --out FILE")
+    if (args.watch or args.embeddings) and not args.out:
+        raise ConfigError(
+            "--watch and --embeddings keep what is done in the --out table; add --out"
+        )
+    if args.watch and int(os.environ.get("WORLD_SIZE") or 1) > 1:
+        raise ConfigError("--watch runs as one process; start it without torchrun")
+    if not args.settle > 0:
+        raise ConfigError(f"--settle must be a positive number of seconds, got {args.settle}")
     if args.dry_run and not args.write_tags:
         raise ConfigError("--dry-run previews --write-tags; add --write-tags")
     for name, value, low in [

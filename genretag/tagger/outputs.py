@@ -6,7 +6,7 @@ partial last line, which the next run cuts. Rows are keyed by path (as the user 
 file, :func:`genretag.tagger.scan.display_path`), size and mtime; a re-run skips the files whose
 key is there and finally compacts the table to the last row of each file. Beside the table:
 ``<stem>.errors.csv`` (this run's failures and truncated files), ``<stem>.segments.jsonl``
-(window timelines) and ``<stem>.srt/``.
+(window timelines), ``<stem>.srt/`` and the embeddings (genretag.tagger.embeddings).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import numpy as np
 
 from genretag.errors import ConfigError
 from genretag.io import Key, atomic_write, exclusive, file_key
+from genretag.tagger import embeddings as emb
 from genretag.tagger.captions import write_srt
 from genretag.tagger.scan import real_path
 from genretag.vocabulary import join
@@ -220,14 +221,22 @@ class Outputs:
     """
 
     def __init__(
-        self, out: Path, table: Table, rank: int, world: int, segments: bool, srt: bool
+        self,
+        out: Path,
+        table: Table,
+        rank: int,
+        world: int,
+        segments: bool,
+        srt: bool,
+        embeddings: bool = False,
     ) -> None:
         if out.suffix.lower() not in (".csv", ".jsonl"):
             raise ConfigError(f"--out {out}: use a .csv or a .jsonl file name")
         self.out, self.table, self.segments, self.srt, self.world = out, table, segments, srt, world
         self.own = out if world == 1 else sibling(out, f".rank{rank}of{world}{out.suffix}")
         self.srt_dir = sibling(out, ".srt")
-        self.rows = self.timelines = self.errors = self.lock = None
+        self.embeddings = embeddings
+        self.rows = self.timelines = self.errors = self.lock = self.vectors = None
 
     def sources(self) -> list[Path]:
         """--out and every part of it (this run's or an interrupted sharded run's)."""
@@ -254,8 +263,14 @@ class Outputs:
                     yield parsed
 
     def done(self) -> dict[str, Key]:
-        """The key of the latest row of each path already written."""
-        return {path: key for path, key, _ in self.rows_in()}
+        """The key of the latest row of each path already written (with ``embeddings``: of
+        each path that has an embedding too)."""
+        done = {path: key for path, key, _ in self.rows_in()}
+        if self.embeddings:
+            logs = [sibling(s, emb.LOG_TAIL) for s in self.sources()]
+            have = emb.paths(line for log in logs for line in _lines(log, False))
+            done = {path: key for path, key in done.items() if path in have}
+        return done
 
     def open(self) -> None:
         """Lock this run's files, cut torn last lines, and start a new errors file."""
@@ -267,13 +282,17 @@ class Outputs:
         self.timelines = (
             _Appender(sibling(self.own, ".segments.jsonl"), None) if self.segments else None
         )
+        if self.embeddings:
+            self.vectors = _Appender(sibling(self.own, emb.LOG_TAIL), None)
         errors = sibling(self.own, ".errors.csv")
         errors.unlink(missing_ok=True)  # the errors of this run only: earlier failures are retried
         self.errors = _Appender(errors, _csv_line(["path", "error"]))
 
-    def add(self, rows: list[str], timelines: list[str]) -> None:
+    def add(self, rows: list[str], timelines: list[str], vectors: Sequence[str] = ()) -> None:
         if self.timelines is not None:
             self.timelines.write(timelines)  # before the rows: a row marks its file done
+        if self.vectors is not None:
+            self.vectors.write(vectors)
         self.rows.write(rows)
 
     def error(self, path: Path | str, message: str) -> None:
@@ -309,7 +328,7 @@ class Outputs:
         return json.dumps(row, ensure_ascii=False) + "\n"
 
     def close(self) -> None:
-        for appender in (self.rows, self.timelines, self.errors):
+        for appender in (self.rows, self.timelines, self.errors, self.vectors):
             if appender is not None:
                 appender.close()
         if self.lock is not None:
@@ -323,6 +342,11 @@ class Outputs:
         if self.segments:
             timelines = [sibling(s, ".segments.jsonl") for s in self.sources()]
             _compact(sibling(self.out, ".segments.jsonl"), timelines, None, None, keep=kept)
+        logs = [sibling(s, emb.LOG_TAIL) for s in self.sources()]
+        if any(log.exists() for log in logs):  # in step with the table, even after a run without
+            _compact(logs[0], logs, None, None, keep=kept)
+            rows = map(self.table.parse, _lines(self.out, self.table.header is not None))
+            emb.write_matrix(_lines(logs[0], False), [r[0] for r in rows if r], self.out)
         runs = (
             [self.out]
             if self.world == 1
@@ -333,7 +357,8 @@ class Outputs:
         )
         lines = [line for run in runs for line in _lines(sibling(run, ".errors.csv"), header=True)]
         for part in self.sources()[1:]:  # merged; an interrupted run's errors are retried anyway
-            for path in (part, sibling(part, ".segments.jsonl"), sibling(part, ".errors.csv")):
+            tails = (".segments.jsonl", ".errors.csv", emb.LOG_TAIL)
+            for path in (part, *(sibling(part, tail) for tail in tails)):
                 path.unlink(missing_ok=True)
         errors = sibling(self.out, ".errors.csv")
         if lines:

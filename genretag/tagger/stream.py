@@ -129,7 +129,8 @@ class _Filling:
 class TrackResult:
     """A finished file: clip ``scores`` (C,), its ``timeline`` (W, C) window scores and window
     ``starts`` in seconds (with ``--segments``), or an ``error``; ``truncated`` names a short
-    decode (both lengths) of a file that was still tagged."""
+    decode (both lengths) of a file that was still tagged; ``embedding`` (D,) the pooled trunk
+    features averaged over its windows (``infer(..., features=True)``)."""
 
     path: Path
     duration: float = 0.0
@@ -138,6 +139,7 @@ class TrackResult:
     starts: list[float] = field(default_factory=list)
     error: str | None = None
     truncated: str | None = None
+    embedding: np.ndarray | None = None
 
 
 @dataclass
@@ -147,6 +149,7 @@ class _Track:
     total: Tensor | None = None
     count: int = 0
     windows: list[np.ndarray] = field(default_factory=list)
+    features: Tensor | None = None  # (D,) sum of the windows' pooled features
 
     def add(self, probs: Tensor, aggregate: Aggregate, keep: Tensor | None) -> None:
         """``probs`` (M, C), already reduced over this batch's windows of the file."""
@@ -179,8 +182,10 @@ def infer(
     workers: int,
     aggregate: Aggregate = "mean",
     timeline: bool = False,
+    features: bool = False,
 ) -> Iterator[list[TrackResult]]:
     """Tag ``files``; yields the files finished by each batch (often none, in worker order).
+    ``features``: each result's ``embedding`` too, from the same forward pass.
 
     A file's score is :func:`genretag.inference.clip_scores` over all its windows, per model,
     then :meth:`Predictor.combine`: what ``test`` computes for a clip in one batch.
@@ -201,7 +206,7 @@ def infer(
     rate = predictor.sample_rate
     for batch in loader:
         if len(batch["clip"]):
-            _accumulate(batch, predictor, tracks, aggregate, timeline)
+            _accumulate(batch, predictor, tracks, aggregate, timeline, features)
         results = [TrackResult(Path(path), error=reason) for path, reason in batch["bad"]]
         for path, _ in batch["bad"]:
             tracks.pop(path, None)
@@ -214,6 +219,8 @@ def infer(
             if timeline:
                 result.timeline = np.concatenate(track.windows)
                 result.starts = [s / rate for s in starts]
+            if track.features is not None:
+                result.embedding = (track.features / track.count).numpy()
             if path in short:
                 got, want = short[path]
                 result.truncated = (
@@ -230,9 +237,18 @@ def _accumulate(
     tracks: dict[str, _Track],
     aggregate: Aggregate,
     timeline: bool,
+    features: bool = False,
 ) -> None:
-    probs = predictor.window_probabilities(batch["audio"]).cpu()  # (M, N, C)
     keys, clip = batch["key"], batch["clip"]
+    sums = None
+    if features:
+        probs, pooled = predictor.window_outputs(batch["audio"])
+        sums = clip_scores(pooled.cpu(), clip, len(keys)) * torch.bincount(
+            clip, minlength=len(keys)
+        ).view(-1, 1)
+    else:
+        probs = predictor.window_probabilities(batch["audio"])
+    probs = probs.cpu()  # (M, N, C)
     reduced = clip_scores(probs, clip, len(keys), "max" if aggregate == "max" else "mean")
     counts = torch.bincount(clip, minlength=len(keys))
     if aggregate == "mean":
@@ -241,4 +257,6 @@ def _accumulate(
         track = tracks.setdefault(path, _Track())
         keep = predictor.combine(probs[:, clip == i]) if timeline else None
         track.add(reduced[:, i], aggregate, keep)
+        if sums is not None:
+            track.features = sums[i] if track.features is None else track.features + sums[i]
         track.count += int(counts[i])
