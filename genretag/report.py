@@ -80,7 +80,7 @@ def _read_csv(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     try:
         table = pd.read_csv(
             path,
-            dtype=str,
+            dtype=object,  # Python strings: pandas 3's str dtype refuses surrogate-escaped names
             keep_default_na=False,
             encoding="utf-8",
             encoding_errors="surrogateescape",
@@ -132,7 +132,7 @@ def read_errors(path: Path | None) -> pd.DataFrame:
         return pd.DataFrame({"path": [], "error": []})
     try:
         errors = pd.read_csv(
-            path, dtype=str, keep_default_na=False, encoding_errors="surrogateescape"
+            path, dtype=object, keep_default_na=False, encoding_errors="surrogateescape"
         )
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise ConfigError(f"{path}: cannot be read as path,error rows ({error})") from None
