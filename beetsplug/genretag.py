@@ -14,6 +14,7 @@ Enable it in beets' config.yaml::
       workers: null                 # decoding processes (default as `genretag tag`)
       batch_size: null              # windows per batch (8 on CPU, 64 on GPU)
       device: auto                  # auto, cpu, cuda, cuda:1 ...
+      precision: auto               # auto (bf16 on CPUs with AMX/AVX-512 BF16), fp32, bf16, int8
       ensemble: arithmetic          # how several checkpoints are averaged (or geometric)
 
 and run ``beet genretag [-p] [-f] [QUERY]``.
@@ -62,6 +63,7 @@ DEFAULTS: dict[str, Any] = {
     "workers": None,
     "batch_size": None,
     "device": "auto",
+    "precision": "auto",
     "ensemble": "arithmetic",
 }
 
@@ -95,6 +97,7 @@ class Settings:
     batch_size: int | None
     device: str
     ensemble: str
+    precision: str
 
 
 @dataclass
@@ -146,6 +149,7 @@ class GenreTagPlugin(BeetsPlugin):
             batch_size=self._number("batch_size", int, low=1, optional=True),
             device=str(c["device"].get() or "auto"),
             ensemble=self._choice("ensemble", ("arithmetic", "geometric")),
+            precision=self._choice("precision", ("auto", "fp32", "bf16", "int8")),
         )
 
     def _filename(self, view: Any, key: str) -> str:
@@ -198,7 +202,10 @@ class GenreTagPlugin(BeetsPlugin):
 
         try:
             device = options.device(settings.device)  # the same rules as `genretag tag --device`
-            predictor = load_predictor(settings.ckpt, device, settings.ensemble)
+            precision = options.precision(settings.precision, device)  # as `tag --precision`
+            predictor = load_predictor(
+                settings.ckpt, device, settings.ensemble, precision=precision
+            )
             labels = predictor.labels
             genre_map = (
                 vocabulary.GenreMap.load(settings.genre_map, labels) if settings.genre_map else None
@@ -319,15 +326,14 @@ class GenreTagPlugin(BeetsPlugin):
         """``(path, error or None, scores (C,))`` for each file, as batches finish."""
         import torch
 
-        from genretag.system import available_cores
+        from genretag.system import default_workers
         from genretag.tagger.options import cpu_threads
         from genretag.tagger.stream import infer
 
         cuda = predictor.device.type == "cuda"
-        cores = available_cores()
         workers = settings.workers
         if workers is None:
-            workers = min(16, cores - 1) if cuda else max(1, cores // 4)
+            workers = default_workers(predictor.device)
         batch_size = settings.batch_size or (64 if cuda else 8)
         threads = torch.get_num_threads()
         if not cuda:

@@ -27,7 +27,7 @@ from genretag import errors, vocabulary
 from genretag.errors import ConfigError, run_command
 from genretag.inference import Predictor, load_predictor
 from genretag.io import file_key
-from genretag.system import available_cores
+from genretag.system import default_workers
 from genretag.tagger import filetags, options
 from genretag.tagger.options import build_parser, check, cpu_threads, ranks
 from genretag.tagger.outputs import Outputs, Table, sibling
@@ -74,16 +74,14 @@ def _run(args: argparse.Namespace) -> int:
     check(args)
     log.setLevel(logging.WARNING if args.quiet else logging.NOTSET)
     device = options.device(args.device)
-    ensemble = load_predictor(args.ckpt, device, args.ensemble, precision=args.precision)
+    precision = options.precision(args.precision, device)
+    log.info("model arithmetic: %s (--precision %s)", precision, args.precision)
+    ensemble = load_predictor(args.ckpt, device, args.ensemble, precision=precision)
     if errors.VERBOSE:  # what each model is: its card (data, metrics, version)
         for path, model in zip(args.ckpt, ensemble.models, strict=True):
             print(f"{path}:\n{getattr(model, 'card', '')}", file=sys.stderr)
     if args.workers is None:
-        args.workers = (
-            min(16, available_cores() - 1)
-            if device.type == "cuda"
-            else max(1, available_cores() // 4)
-        )
+        args.workers = default_workers(device)
     rank, world = ranks()
     mine = scan(args.inputs)[rank::world]
     summary = _Summary(dry_run=args.dry_run)
