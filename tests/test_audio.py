@@ -133,3 +133,25 @@ def test_mp3_read_in_many_chunks_equals_one_read_of_the_whole_file(tmp_path: Pat
 def test_downmix_is_bit_identical_to_the_channel_mean(channels: int):
     block = np.random.default_rng(channels).standard_normal((10_001, channels)).astype(np.float32)
     np.testing.assert_array_equal(audio.downmix(block), block.mean(axis=1, dtype=np.float32))
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_whole_opus_file_decodes_as_libsndfile_does(tmp_path: Path, channels: int) -> None:
+    """The fast Opus path (PyAV + libopus) gives libsndfile's samples and length."""
+    from genretag.data import opus
+
+    rng = np.random.default_rng(channels)
+    t = np.arange(48_000 * 5) / 48_000
+    music = 0.3 * np.sin(2 * np.pi * 220 * t * (1 + t / 10))[:, None] + 0.05 * rng.standard_normal(
+        (len(t), channels)
+    )
+    path = tmp_path / "clip.opus"
+    sf.write(path, music.astype(np.float32), 48_000, format="OGG", subtype="OPUS")
+    assert opus.whole_file(path, sf.info(path).frames) is not None  # the fast path applies
+    fast = audio.decode(path, 16_000)
+    with sf.SoundFile(path) as handle:  # libsndfile alone, as before
+        slow = np.concatenate(
+            list(audio._resampled(audio._SoundfileSource(handle), path, 16_000, 0, None))
+        )
+    assert len(fast) == len(slow) > 70_000
+    assert float(np.abs(fast - slow).max()) < 1e-5

@@ -3,7 +3,8 @@
 Everything that needs samples calls :func:`decode` (a clip or a crop) or :func:`stream` (a long
 file in blocks). Both return float32 mono at the requested sample rate:
 
-* libsndfile (via soundfile) first: WAV/FLAC/OGG/Opus/AIFF/MP3 with sample-exact seeking;
+* libsndfile (via soundfile) first: WAV/FLAC/OGG/Opus/AIFF/MP3 with sample-exact seeking; a
+  whole Ogg Opus file goes through :mod:`genretag.data.opus` (the same samples, 1.7x faster);
 * PyAV (FFmpeg) for what libsndfile cannot open (M4A/AAC, WMA, ...). Seeks start
   ``AV_SEEK_PREROLL`` early (MP3 bit reservoir, AAC priming) and are cut by timestamps;
   corrupt packets are skipped, as FFmpeg's own tools do;
@@ -129,12 +130,13 @@ def _scratch_frames(frames: int, channels: int) -> np.ndarray:
 
 
 class _SoundfileSource(_Source):
-    def __init__(self, handle: sf.SoundFile) -> None:
-        self.handle = handle
+    def __init__(self, handle: sf.SoundFile, path: Path | None = None) -> None:
+        self.handle, self.path = handle, path
         self.sample_rate = handle.samplerate
         self.channels = handle.channels
         self.frames = handle.frames
         self.mpeg = handle.format == "MP3"
+        self.opus = (handle.format, handle.subtype) == ("OGG", "OPUS")
         # libsndfile 1.2.2 segfaults in sf_seek on an Ogg Vorbis stream with one damaged packet
         # (a bit flip under a valid page CRC; tests/test_fuzz.py): reach a position by reading.
         self.seekable = (handle.format, handle.subtype) != ("OGG", "VORBIS")
@@ -145,6 +147,13 @@ class _SoundfileSource(_Source):
     def blocks(self, start: int, count: int | None) -> Iterator[np.ndarray]:
         if start > 0 and start >= self.frames:
             return
+        if self.opus and start == 0 and count is None and self.path is not None:
+            from genretag.data import opus  # the same samples as libsndfile's, 1.7x faster
+
+            whole = opus.whole_file(self.path, self.frames)
+            if whole is not None:
+                yield from whole
+                return
         step = max(MPEG_FRAME, CHUNK_SAMPLES // self.channels) if self.mpeg else BLOCK_FRAMES
         position, end = start, math.inf if count is None else start + count
         while position < end:
@@ -252,7 +261,7 @@ def _open_soundfile(path: Path) -> tuple[_Source | None, str]:
     if handle.samplerate <= 0 or handle.channels <= 0:
         handle.close()
         return None, ""
-    return _SoundfileSource(handle), ""
+    return _SoundfileSource(handle, path), ""
 
 
 def _open_av(path: Path, why_not_libsndfile: str) -> _Source:
