@@ -14,6 +14,7 @@ Enable it in beets' config.yaml::
       workers: null                 # decoding processes (default as `genretag tag`)
       batch_size: null              # windows per batch (8 on CPU, 64 on GPU)
       device: auto                  # auto, cpu, cuda, cuda:1 ...
+      precision: auto               # auto (bf16 on CPUs with AMX/AVX-512 BF16), fp32, bf16, int8
       ensemble: arithmetic          # how several checkpoints are averaged (or geometric)
 
 and run ``beet genretag [-p] [-f] [QUERY]``.
@@ -61,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
     "workers": None,
     "batch_size": None,
     "device": "auto",
+    "precision": "auto",
     "ensemble": "arithmetic",
 }
 
@@ -94,6 +96,7 @@ class Settings:
     batch_size: int | None
     device: str
     ensemble: str
+    precision: str
 
 
 @dataclass
@@ -145,6 +148,7 @@ class GenreTagPlugin(BeetsPlugin):
             batch_size=self._number("batch_size", int, low=1, optional=True),
             device=str(c["device"].get() or "auto"),
             ensemble=self._choice("ensemble", ("arithmetic", "geometric")),
+            precision=self._choice("precision", ("auto", "fp32", "bf16", "int8")),
         )
 
     def _filename(self, view: Any, key: str) -> str:
@@ -196,7 +200,10 @@ class GenreTagPlugin(BeetsPlugin):
 
         try:
             device = system.device(settings.device)  # the same rules as `genretag tag --device`
-            predictor = load_predictor(settings.ckpt, device, settings.ensemble)
+            precision = system.precision(settings.precision, device)  # as `tag --precision`
+            predictor = load_predictor(
+                settings.ckpt, device, settings.ensemble, precision=precision
+            )
             self._choose = vocabulary.genre_choice(  # the same choice as `genretag tag`
                 predictor.labels,
                 predictor.genre_tree,

@@ -45,7 +45,7 @@ from _realmusic import real_corpora
 from torch.utils.data import DataLoader
 
 from genretag import system
-from genretag.inference import PRECISIONS
+from genretag.system import BF16_FLAGS, PRECISIONS, choose_precision, cpu_capability, cpu_flags
 from genretag.tagger import command, scan, stream
 from genretag.task import TaggingTask
 
@@ -56,6 +56,54 @@ MODELS = {  # name: (TaggingTask arguments, window seconds)
 }
 CLIP_S = 30.0
 TARGET_X_REALTIME, TARGET_PEAK_MB = 300.0, 1536.0
+SHOWN_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", *BF16_FLAGS, "amx_int8", "amx_tile")
+MUSICNN_VENV = Path(os.environ.get("MUSICNN_VENV", "/work/venv-musicnn-ref"))
+# musicnn's own code, one process, the same files: tags of each (its published API).
+MUSICNN_SCRIPT = """
+import sys, time, os
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3"); os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+from musicnn.tagger import top_tags
+for path in sys.argv[1:]:
+    top_tags(path, model="MTT_musicnn", topN=3, print_tags=False)
+"""
+
+
+def cpu() -> dict:
+    """This machine's CPU as the runtime choices see it."""
+    import torch
+
+    return {
+        "model_name": _cpu_model(),
+        "torch_capability": cpu_capability(),
+        "flags": sorted(f for f in SHOWN_FLAGS if f in cpu_flags()),
+        "mkldnn_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        "auto_precision": choose_precision(torch.device("cpu")),
+        "cores": len(os.sched_getaffinity(0)),
+    }
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def musicnn(folder: Path, audio_s: float) -> dict | None:
+    """musicnn's own figure on the same files (its venv, ``MUSICNN_VENV``), whole process."""
+    python = MUSICNN_VENV / "bin" / "python"
+    if not python.exists():
+        return None
+    files = [str(f) for f in scan.scan([str(folder)])]
+    load, wall = os.getloadavg()[0], time.perf_counter()
+    done = subprocess.run(
+        [str(python), "-c", MUSICNN_SCRIPT, *files], capture_output=True, text=True, check=False
+    )
+    wall = time.perf_counter() - wall
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1:]}
+    return {"x_realtime_with_startup": round(audio_s / wall, 1), "wall_s": round(wall, 1),
+            "load_avg_1min": round(load, 2)}  # fmt: skip
 
 
 def write_long_mp3(path: Path, seconds: float, sr: int = 44_100) -> Path:
@@ -177,20 +225,24 @@ def _scores(out: Path) -> dict[str, np.ndarray]:
 def precisions(
     folder: Path, ckpt: Path, precisions: list[str], repeat: int, workers: int, tmp: Path
 ) -> dict:
-    """Each precision on ``folder`` in fresh processes (median of ``repeat`` runs, with the load
-    average of each) and its agreement with fp32: top-1 equal, largest probability difference."""
+    """Each precision on ``folder`` in fresh processes, interleaved (run r of every precision
+    before run r + 1 of any), median of ``repeat`` runs with the load average of each; its
+    speed over fp32's in the same rounds, and its agreement with fp32: top-1 equal, largest
+    probability difference. ``auto`` is whatever this machine resolves it to."""
     files = scan.scan([str(folder)])
     audio_s = sum(sf.info(f).duration for f in files)
-    result, reference = {}, None
-    for precision in precisions:
-        runs = []
-        for _ in range(repeat):
+    runs: dict[str, list[dict]] = {p: [] for p in precisions}
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    for _ in range(repeat):
+        for precision in precisions:
             load = os.getloadavg()[0]
             run = peak_memory(folder, audio_s, ckpt, workers, tmp, ("--precision", precision))
             run["load_avg_1min"] = round(load, 2)
-            runs.append(run)
-        scores = _scores(tmp / f"long-{ckpt.stem}.csv")
-        speeds = sorted(r["x_realtime_with_startup"] for r in runs)
+            runs[precision].append(run)
+            scores[precision] = _scores(tmp / f"long-{ckpt.stem}.csv")
+    result = {}
+    for precision, mine in runs.items():
+        speeds = sorted(r["x_realtime_with_startup"] for r in mine)
         entry = {
             "files": len(files),
             "audio_s": round(audio_s, 1),
@@ -200,17 +252,20 @@ def precisions(
                     k: r[k]
                     for k in ("x_realtime_with_startup", "wall_s_with_startup", "load_avg_1min")
                 }
-                for r in runs
+                for r in mine
             ],
-            "peak_pss_mb": max(r["peak_pss_mb"] for r in runs),
-            "peak_rss_sum_mb": max(r["peak_rss_sum_mb"] for r in runs),
+            "peak_pss_mb": max(r["peak_pss_mb"] for r in mine),
+            "peak_rss_sum_mb": max(r["peak_rss_sum_mb"] for r in mine),
         }
-        if precision == "fp32":
-            reference = scores
-        elif reference is not None:
-            keys = sorted(reference)
-            ref = np.stack([reference[k] for k in keys])
-            got = np.stack([scores[k] for k in keys])
+        if "fp32" in runs and precision != "fp32":
+            ratios = sorted(
+                r["x_realtime_with_startup"] / f["x_realtime_with_startup"]
+                for r, f in zip(mine, runs["fp32"], strict=True)
+            )
+            entry["speed_vs_fp32_median"] = round(ratios[len(ratios) // 2], 3)
+            keys = sorted(scores["fp32"])
+            ref = np.stack([scores["fp32"][k] for k in keys])
+            got = np.stack([scores[precision][k] for k in keys])
             entry["top1_agreement"] = round(float((ref.argmax(1) == got.argmax(1)).mean()), 4)
             entry["max_abs_prob_diff"] = round(float(np.abs(ref - got).max()), 5)
         result[precision] = entry
@@ -229,7 +284,9 @@ def main() -> None:
         "--ckpt", action="append", default=[], metavar="NAME=FILE",
         help="a trained checkpoint for model NAME (demo or default) instead of random weights",
     )  # fmt: skip
-    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, help="(fp32 int8)")
+    parser.add_argument(
+        "--precisions", nargs="+", choices=("auto", *PRECISIONS), help="(fp32 bf16 int8 auto)"
+    )
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--repeat", type=int, default=3, help="runs per precision (median)")
     parser.add_argument(
@@ -249,7 +306,7 @@ def main() -> None:
     ckpts = {name: save_checkpoint(tmp / f"{name}.ckpt", name) for name in MODELS}
     trained = dict(spec.split("=", 1) for spec in args.ckpt)
     audio_s = CLIP_S * clips
-    chosen = args.precisions or ["fp32", "int8"]
+    chosen = args.precisions or ["fp32", "bf16", "int8", "auto"]
     corpora = real_corpora(args.real, tmp) if args.real else {"synthetic_mp3": library}
     runs = 1 if args.quick else args.repeat
     precision_runs = {
@@ -262,13 +319,20 @@ def main() -> None:
     }
 
     summary = {
+        "cpu": cpu(),
+        "load_avg_at_start": round(os.getloadavg()[0], 2),
         "precisions": {
             "workers": 1,
             "trained": trained,
             "real": str(args.real) if args.real else None,
         },
         "corpora": precision_runs,
+        "musicnn": {
+            corpus: musicnn(folder, sum(sf.info(f).duration for f in scan.scan([str(folder)])))
+            for corpus, folder in corpora.items()
+        },
     }
+    summary["load_avg_at_end"] = round(os.getloadavg()[0], 2)
     if not synthetic:
         print(json.dumps({"benchmark": "tagging", "quick": args.quick, **summary}))
         print("# tagging: precision runs only (--precisions-only)", flush=True)

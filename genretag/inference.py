@@ -30,13 +30,12 @@ from torch.utils.data import DataLoader
 from genretag.data.datasets import AudioFiles, ClipList, EvalClips, collate
 from genretag.errors import ConfigError
 from genretag.network import Network
+from genretag.system import PRECISIONS, Precision
 
 log = logging.getLogger(__name__)
 
 Aggregate = Literal["mean", "max"]
 Combine = Literal["arithmetic", "geometric"]
-Precision = Literal["fp32", "bf16", "int8"]
-PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "int8")
 
 
 # -- aggregation -------------------------------------------------------------------------------
@@ -175,8 +174,9 @@ class Predictor:
 def for_inference(model: Network, device: torch.device, precision: Precision = "fp32") -> Network:
     """``model`` on ``device`` in eval mode, made faster; for inference only.
 
-    Each eval-mode BatchNorm2d is folded into the Conv2d before it, and on the CPU the convs run
-    channels-last (2-3x faster conv + max-pool): outputs unchanged (~1e-6). ``precision``
+    Each eval-mode BatchNorm2d is folded into the Conv2d before it, each max-pool runs before the
+    activation in front of it (:func:`pool_before_activation`, exact), and on the CPU the convs
+    run channels-last (2-3x faster conv + max-pool): outputs unchanged (~1e-6). ``precision``
     then sets the trunk's arithmetic (the log-mel front-end always stays fp32):
 
     * ``fp32``: as trained.
@@ -188,7 +188,7 @@ def for_inference(model: Network, device: torch.device, precision: Precision = "
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
-    model = fold_batch_norms(model.to(device).eval())
+    model = pool_before_activation(fold_batch_norms(model.to(device).eval()))
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     if precision == "bf16":
@@ -244,6 +244,28 @@ def fold_batch_norms(model: nn.Module) -> nn.Module:
                 if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
                     if norm.track_running_stats and not (conv.training or norm.training):
                         seq[i], seq[i + 1] = fuse_conv_bn_eval(conv, norm), nn.Identity()
+    return model
+
+
+# Activations f that are non-decreasing: max(f(a), f(b)) == f(max(a, b)), bit for bit.
+MONOTONE_ACTIVATIONS = (nn.ELU, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardtanh)
+
+
+def pool_before_activation(model: nn.Module) -> nn.Module:
+    """Swap each monotone activation and the MaxPool2d after it (in any nn.Sequential), in place.
+
+    A non-decreasing activation commutes with max, so the outputs are bit-identical, and the
+    activation runs on the pooled map: a quarter of the elements after a (2, 2) pool. The
+    default CRNN's forward runs 1.3x faster in fp32 and 1.16x in bf16 on CPU (ELU was 15-26% of
+    it). For inference only, like :func:`fold_batch_norms`.
+    """
+    for seq in model.modules():
+        if isinstance(seq, nn.Sequential):
+            for i in range(len(seq) - 1):
+                act, pool = seq[i], seq[i + 1]
+                if isinstance(act, MONOTONE_ACTIVATIONS) and isinstance(pool, nn.MaxPool2d):
+                    if getattr(act, "alpha", 0.0) >= 0 and getattr(act, "negative_slope", 0.0) >= 0:
+                        seq[i], seq[i + 1] = pool, act
     return model
 
 

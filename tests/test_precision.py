@@ -1,4 +1,5 @@
-"""``--precision``: every precision tags a file end to end, and bf16/int8 stay close to fp32."""
+"""``--precision``: every precision tags a file end to end, bf16/int8 stay close to fp32, and
+``auto`` picks bf16 only on CPUs with native bf16 arithmetic."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytorch_lightning as pl
 import soundfile as sf
 import torch
 
-from genretag.inference import PRECISIONS, for_inference, load_predictor
+from genretag.inference import for_inference, load_predictor, pool_before_activation
+from genretag.system import PRECISIONS, choose_precision
 from genretag.tagger.command import main
 from genretag.task import TaggingTask
 
@@ -65,7 +67,7 @@ def test_int8_quantizes_the_gru(ckpt: Path) -> None:
     assert "quantized" in type(model.trunk.gru).__module__
 
 
-@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("precision", ["auto", *PRECISIONS])
 def test_tag_runs_at_each_precision(ckpt: Path, tmp_path: Path, precision: str) -> None:
     for i in range(2):
         sf.write(tmp_path / f"{i}.wav", _signal(2.5, seed=i), 16_000)
@@ -80,3 +82,59 @@ def test_tag_runs_at_each_precision(ckpt: Path, tmp_path: Path, precision: str) 
 def test_unknown_precision_is_a_usage_error(ckpt: Path, tmp_path: Path) -> None:
     args = [str(tmp_path), "--ckpt", str(ckpt), "--out", str(tmp_path / "t.csv")]
     assert main([*args, "--precision", "fp8"]) == 2
+
+
+CPU = torch.device("cpu")
+SAPPHIRE_RAPIDS = {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile"}
+
+
+@pytest.mark.parametrize(
+    ("capability", "flags", "kernels", "expected"),
+    [
+        ("AVX512", SAPPHIRE_RAPIDS, True, "bf16"),  # AMX
+        ("AVX512", {"avx2", "avx512f", "avx512_bf16"}, True, "bf16"),  # Cooper Lake, Zen 4
+        ("AVX512", {"avx2", "avx512f", "avx512bw"}, True, "fp32"),  # Skylake-X: bf16 emulated
+        ("AVX2", {"avx2", "fma"}, False, "fp32"),  # no bf16 kernel: ~15x slower
+        (
+            "AVX2",
+            SAPPHIRE_RAPIDS,
+            True,
+            "fp32",
+        ),  # torch told to dispatch AVX2 (ATEN_CPU_CAPABILITY)
+        ("AVX512", SAPPHIRE_RAPIDS, False, "fp32"),  # a torch build without oneDNN bf16
+        ("DEFAULT", {"asimd", "bf16"}, False, "fp32"),  # ARM
+    ],
+)
+def test_auto_precision_follows_the_cpu(capability, flags, kernels, expected) -> None:
+    assert choose_precision(CPU, capability, flags, kernels) == expected
+
+
+def test_auto_precision_on_a_gpu_is_fp32() -> None:
+    assert choose_precision(torch.device("cuda"), "AVX512", SAPPHIRE_RAPIDS, True) == "fp32"
+
+
+def test_auto_precision_here_reads_this_machine() -> None:
+    """Unfaked, the choice is this machine's: bf16 exactly when its CPU has native bf16."""
+    from genretag.system import BF16_FLAGS, cpu_flags
+
+    native = bool(set(BF16_FLAGS) & cpu_flags()) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    native = native and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    assert choose_precision(CPU) == ("bf16" if native else "fp32")
+
+
+@pytest.mark.parametrize("trunk", ["crnn", "fcn"])
+def test_pooling_before_the_activation_changes_no_output(trunk: str) -> None:
+    """ELU/ReLU then max-pool == max-pool then ELU/ReLU, bit for bit, at a quarter of the cost."""
+    from genretag.models.crnn import CRNN
+    from genretag.models.fcn import FCN
+
+    torch.manual_seed(0)
+    model = (CRNN(n_mels=32, channels=(8, 8)) if trunk == "crnn" else FCN(n_mels=32)).eval()
+    spec = torch.randn(3, 32, 50)
+    with torch.inference_mode():
+        before = model(spec)
+        order = [type(m).__name__ for m in pool_before_activation(model).modules()]
+        after = model(spec)
+    pools = [i for i, name in enumerate(order) if name == "MaxPool2d"]
+    assert pools and all(order[i + 1] in ("ELU", "ReLU") for i in pools)
+    assert torch.equal(before, after)

@@ -108,7 +108,9 @@ def _prepare(args: argparse.Namespace) -> tuple[Predictor, Plan]:
     check(args)
     log.setLevel(logging.WARNING if args.quiet else logging.NOTSET)
     device = system.device(args.device)
-    ensemble = load_predictor(args.ckpt, device, args.ensemble, precision=args.precision)
+    precision = system.precision(args.precision, device)
+    log.info("model arithmetic: %s (--precision %s)", precision, args.precision)
+    ensemble = load_predictor(args.ckpt, device, args.ensemble, precision=precision)
     if errors.VERBOSE:  # what each model is: its card (data, metrics, version)
         for path, network in zip(args.ckpt, ensemble.networks, strict=True):
             print(f"{path}:\n{network.card}", file=sys.stderr)

@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from genretag.errors import CommandParser, ConfigError
-from genretag.inference import PRECISIONS
+from genretag.system import PRECISIONS
 from genretag.tagger import filetags
 
 EXAMPLES = """examples:
@@ -60,12 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="how the probabilities of several --ckpt are averaged")  # fmt: skip
     add("--segments", type=float, metavar="S", help="timeline of window scores every S seconds")
     add("--hop", type=float, metavar="S", help="seconds between windows (default: one window)")
-    add("--workers", type=int, metavar="N", help="decoding processes (default: a quarter of the "
-        "cores on CPU, where inference is the bottleneck; all but one with a GPU)")  # fmt: skip
+    add("--workers", type=int, metavar="N", help="decoding processes (default: half the cores "
+        "on CPU, the model runs on the other half; all but one with a GPU)")  # fmt: skip
     add("--batch-size", type=int, metavar="N", help="windows per batch (8 on CPU, 64 on GPU)")
-    add("--precision", choices=PRECISIONS, default="fp32",
-        help="model arithmetic: fp32 (default: the fastest measured here), bf16 (CPUs with "
-        "AVX-512 BF16, GPUs), int8 (CPU: GRU and linear layers quantized)")  # fmt: skip
+    add("--precision", choices=("auto", *PRECISIONS), default="auto",
+        help="model arithmetic: auto (default: bf16 on CPUs with AMX or AVX-512 BF16, else "
+        "fp32), fp32, bf16, int8 (CPU: GRU and linear layers quantized)")  # fmt: skip
     add("--device", default="auto", help="auto (a GPU when present), cpu, cuda, cuda:1 ...")
     add("--write-tags", action="store_true", help="write the genres into the files' tags")
     add("--mode", choices=filetags.MODES, default="skip",
