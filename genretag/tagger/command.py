@@ -73,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     check(args)
     log.setLevel(logging.WARNING if args.quiet else logging.NOTSET)
+    if args.engine == "ray":  # a catalogue on Ray Data: tables only (genretag.cluster)
+        from genretag.cluster.run import tag_catalogue
+
+        return tag_catalogue(args)
     device = options.device(args.device)
     ensemble = load_predictor(args.ckpt, device, args.ensemble, precision=args.precision)
     if errors.VERBOSE:  # what each model is: its card (data, metrics, version)

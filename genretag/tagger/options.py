@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from genretag.cluster import run as cluster
 from genretag.errors import CommandParser, ConfigError
 from genretag.inference import PRECISIONS
 from genretag.system import available_cores
@@ -21,6 +22,7 @@ EXAMPLES = """examples:
   genretag tag ~/Music --ckpt best.ckpt --write-tags --dry-run          # preview, then without --dry-run
   genretag tag 'Music/**/*.flac' --ckpt a.ckpt --ckpt b.ckpt --ensemble geometric --out tags.csv
   torchrun --nproc-per-node 4 -m genretag tag ~/Music --ckpt best.ckpt --out tags.csv
+  genretag tag catalogue.txt --ckpt best.ckpt --out tags.parquet --engine ray [--address ADDR]
 
 Re-running with the same --out continues an interrupted run. Exit code: 0 all files tagged,
 1 some files failed (listed on stderr and in <out>.errors.csv), 2 a usage or checkpoint error.
@@ -105,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         "chosen genre in DIR, paths relative to it (Navidrome, Jellyfin, mpd)",
     )
     add("--quiet", action="store_true", help="no progress bar: errors and the summary only")
+    cluster.add_arguments(p)  # --engine ray and its sizing (genretag.cluster.run)
     return p
 
 
@@ -133,6 +136,7 @@ def check(args: argparse.Namespace) -> None:
             raise ConfigError(f"{name} must be in [0, 1], got {value}")
     if args.segments and args.hop and args.segments != args.hop:
         raise ConfigError("--segments sets the hop between windows; leave out --hop")
+    cluster.check(args)
 
 
 def device(spec: str) -> torch.device:
