@@ -59,10 +59,11 @@ def put(target: str, data: bytes) -> None:
 class Catalogue:
     """The Parquet dataset at ``out`` for the labels and top-k of ``table``."""
 
-    def __init__(self, out: str, table: Table) -> None:
+    def __init__(self, out: str, table: Table | None) -> None:
+        """``table`` None: for reading only, whatever the labels."""
         self.out, self.table = out.rstrip("/"), table
         self.run, self.number = run_id(), 0
-        self.columns = FIXED_COLUMNS + table.columns[len(FIXED_COLUMNS) :]
+        self.columns = table.columns if table else None
 
     def _fs(self):  # -> (pyarrow FileSystem, path inside it)
         if is_uri(self.out):
@@ -92,7 +93,7 @@ class Catalogue:
             except (OSError, ValueError) as error:  # not written by us: named, then ignored
                 log.warning("%s: ignored, not a readable Parquet part (%s)", part, error)
                 continue
-            if columns is None and table.column_names != self.columns:
+            if columns is None and self.columns and table.column_names != self.columns:
                 from genretag.errors import ConfigError
 
                 raise ConfigError(
@@ -146,7 +147,7 @@ class Catalogue:
 
         tables = list(self._read_parts(None))
         if not tables:
-            return pa.table({c: [] for c in self.columns})
+            return pa.table({c: [] for c in self.columns or FIXED_COLUMNS})
         table = pa.concat_tables(tables)
         paths = table.column("path").to_pylist()
         last = {p: i for i, p in enumerate(paths)}
@@ -166,6 +167,11 @@ class Catalogue:
             )
         put(target, "".join(lines).encode("utf-8", "surrogateescape"))
         return len(table)
+
+
+def read(out: str):  # -> pyarrow.Table
+    """The Parquet dataset at ``out`` (a folder or URI), one row per file: its newest."""
+    return Catalogue(out, None).read()
 
 
 def write_errors(target: str, lines: Iterable[tuple[str, str]]) -> None:
