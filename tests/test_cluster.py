@@ -146,6 +146,7 @@ def test_stopped_run_resumes(ckpt: Path, tmp_path: Path, monkeypatch: pytest.Mon
     out = tmp_path / "tags.parquet"
     args = (tmp_path / "music", "--ckpt", ckpt, "--out", out, "--engine", "ray", "--quiet")
     monkeypatch.setattr(run, "FILES_PER_CALL", 2)
+    monkeypatch.setattr(run, "ROWS_PER_PART", 2)
     write = results.Catalogue.write
 
     def stop_after_one(self: results.Catalogue, rows: dict) -> int:

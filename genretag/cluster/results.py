@@ -1,8 +1,8 @@
 """The output of a catalogue run: a Parquet dataset of per-file rows, an errors table, a CSV.
 
-``<out>`` (``tags.parquet/``) is a folder of parts, ``part-<run>-<n>.parquet``, one per block
-of results, each written whole (a temporary file renamed, or one object-store put) by the
-driver as blocks arrive, so a killed run leaves only whole parts. The columns are ``tag``'s
+``<out>`` (``tags.parquet/``) is a folder of parts, ``part-<run>-<n>.parquet``, each written
+whole (a temporary file renamed, or one object-store put) by the driver as results arrive, so
+a killed run leaves only whole parts. The columns are ``tag``'s
 (:class:`genretag.tagger.outputs.Table`): path, duration, size, mtime_ns, genres, top1,
 top1_score, ..., then one score column per label (float32, unrounded).
 

@@ -3,7 +3,7 @@
     list the files (sources) -> skip those already in --out (results.Catalogue.done)
     -> ray.data.from_items -> map_batches(decode_batch): Ray tasks, --decode-cpus at once
     -> map_batches(Tagger): --actors actors, --actor-cpus / --gpus-per-actor each
-    -> the driver writes one Parquet part per block as blocks arrive; errors and CSV at the end
+    -> the driver writes Parquet parts as blocks arrive (ROWS_PER_PART); errors, CSV at the end
 
 Without ``--address`` a local Ray starts in this process (a laptop); with it (or RAY_ADDRESS)
 the run joins a cluster started with ``ray start --head``. A dead task or actor is retried by
@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,8 @@ from .sources import Entry, is_uri, list_files
 log = logging.getLogger(__name__)
 
 DECODE_MEMORY = 512 << 20  # bytes a decode task reserves: one file's windows (an hour: 230 MB)
-FILES_PER_CALL = 8  # files per actor call: one output block, so one Parquet part
+FILES_PER_CALL = 8  # files per actor call (one output block)
+ROWS_PER_PART, PART_SECONDS = 4096, 60.0  # a part when either is reached (10M files: ~2,500)
 MAX_FILES_PER_BLOCK = 16  # files per decode task (a killed task redoes at most these)
 _RAY_ONLY = ("address", "decode_cpus", "actors", "actor_cpus", "gpus_per_actor")
 _NOT_WITH_RAY = ("write_tags", "segments", "report", "playlists", "workers")
@@ -174,7 +176,7 @@ def tag_catalogue(args: argparse.Namespace) -> int:
 
 
 def _pipeline(todo: list[Entry], predictor, table, args, catalogue, summary, errors) -> None:
-    """Run the Ray Data pipeline over ``todo``; each finished block becomes a part."""
+    """Run the Ray Data pipeline over ``todo``; finished blocks are written as parts."""
     try:
         import ray
         import ray.data
@@ -189,10 +191,16 @@ def _pipeline(todo: list[Entry], predictor, table, args, catalogue, summary, err
         sizing = plan(resources.get("CPU", 1.0), resources.get("GPU", 0.0), len(todo), args)
         log.info("%s", sizing)
         ray.data.DataContext.get_current().enable_progress_bars = not args.quiet
-        for block in _dataset(ray, todo, predictor, table, args, sizing).iter_batches(
-            batch_size=None, batch_format="numpy"
-        ):
-            _record(block, catalogue, summary, errors)
+        if args.quiet:  # Ray Data's own lines about each execution
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
+        pending = _Pending(catalogue)
+        try:
+            for block in _dataset(ray, todo, predictor, table, args, sizing).iter_batches(
+                batch_size=None, batch_format="numpy"
+            ):
+                _record(block, pending, summary, errors)
+        finally:  # Ctrl-C or a failure: what is tagged is kept
+            pending.flush()
     finally:
         if started:
             ray.shutdown()
@@ -228,8 +236,29 @@ def _dataset(ray, todo: list[Entry], predictor, table, args, sizing: Plan):
     )
 
 
-def _record(block: dict[str, np.ndarray], catalogue: Catalogue, summary, errors) -> None:
-    """Log and list a block's failures, write its tagged files as one part."""
+class _Pending:
+    """Tagged rows not yet written: a part every ROWS_PER_PART rows or PART_SECONDS, and at the
+    end (a driver killed outright loses at most these; the re-run tags them again)."""
+
+    def __init__(self, catalogue: Catalogue) -> None:
+        self.catalogue = catalogue
+        self.blocks: list[dict[str, np.ndarray]] = []
+        self.rows, self.since = 0, time.monotonic()
+
+    def add(self, rows: dict[str, np.ndarray]) -> None:
+        self.blocks.append(rows)
+        self.rows += len(rows["path"])
+        if self.rows >= ROWS_PER_PART or time.monotonic() - self.since >= PART_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        blocks, self.blocks, self.rows, self.since = self.blocks, [], 0, time.monotonic()
+        if blocks:
+            self.catalogue.write({k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]})
+
+
+def _record(block: dict[str, np.ndarray], pending: _Pending, summary, errors) -> None:
+    """Log and list a block's failures; its tagged files go to the next part."""
     failed = block["error"] != ""
     for path, error in zip(block["path"][failed], block["error"][failed], strict=True):
         log.error("%s: %s", path, error)
@@ -239,7 +268,7 @@ def _record(block: dict[str, np.ndarray], catalogue: Catalogue, summary, errors)
         log.warning("%s: %s", path, note)
         errors.append((str(path), str(note)))
     good = {name: column[~failed] for name, column in block.items()}
-    catalogue.write(good)
+    pending.add(good)
     summary.failed += int(failed.sum())
     summary.truncated += int(short.sum())
     summary.tagged += int((~failed).sum())
