@@ -205,6 +205,18 @@ def test_sizing(cpus: int, gpus: int, flags: dict, want: tuple) -> None:
     assert got.actors * got.actor_cpus + got.decode_tasks * got.decode_cpus <= cpus
 
 
+def test_output_names() -> None:
+    assert run.outputs(Path("out/tags.csv")) == ("out/tags.parquet", "out/tags.csv")
+    assert run.outputs(Path("s3://bucket/a/tags.parquet")) == ("s3://bucket/a/tags.parquet", None)
+    assert run.outputs(Path("file:///srv/tags.csv")) == (
+        "file:///srv/tags.parquet",
+        "file:///srv/tags.csv",
+    )
+    assert (
+        results.beside("s3://bucket/tags.parquet", ".errors.csv") == "s3://bucket/tags.errors.csv"
+    )
+
+
 @pytest.mark.parametrize(
     "extra",
     [

@@ -135,6 +135,9 @@ def plan(cpus: float, gpus: float, files: int, args: argparse.Namespace) -> Plan
 def outputs(out: Path) -> tuple[str, str | None]:
     """(the Parquet folder, the CSV or None) of ``--out``: ``x.csv`` is both x.parquet and x.csv."""
     text = str(out)
+    scheme, sep, rest = text.partition(":/")
+    if sep and not rest.startswith("/") and is_uri(f"{scheme}://x"):  # Path made s3:// s3:/
+        text = f"{scheme}:///{rest}" if scheme == "file" else f"{scheme}://{rest}"
     if text.lower().endswith(".csv"):
         return beside(text, ".parquet"), text
     if text.lower().endswith(".jsonl"):
