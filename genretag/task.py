@@ -10,7 +10,6 @@ from them without this module. Batches: genretag.data.datasets.Batch.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from typing import Any
@@ -384,9 +383,9 @@ def load_model(path: str) -> TaggingTask:
     """A TaggingTask that continues training from a checkpoint file alone (self-training);
     scoring needs only :meth:`genretag.network.Network.load`."""
     network = Network.load(path)
-    accepted = inspect.signature(TaggingTask.__init__).parameters
-    hparams = {k: v for k, v in load_checkpoint(path)["hyper_parameters"].items() if k in accepted}
+    stored = load_checkpoint(path)["hyper_parameters"]
+    training = {k: v for k, v in stored.items() if k in TRAINING_KEYS}
     # The transfer source (init_from) may be gone by now; the trained weights are all here.
-    model = TaggingTask(**{**hparams, "pad_mode": network.pad_mode, "init_from": None})
+    model = TaggingTask(**network.hparams, **{**training, "init_from": None})
     model.network.load_state_dict(network.state_dict())
     return model

@@ -1,13 +1,11 @@
 """``genretag tag`` on a generated library: every good file once, every bad one reported, resume
-after a real SIGKILL, genre tags written without touching audio or other tags, ensembles, ranks."""
+after a real SIGKILL, genre tags written without touching audio or other tags, ensembles."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -545,70 +543,6 @@ def test_usage_errors(
 def test_help_shows_examples(capsys: pytest.CaptureFixture) -> None:
     assert main(["--help"]) == 0
     assert "--segments 1.0" in capsys.readouterr().out
-
-
-# -- ranks ---------------------------------------------------------------------------------------
-def test_ranks_merge_parts(
-    library: Library,
-    ckpt: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """Ranks in one process (barrier stubbed): rank 1 writes its part, rank 0 merges; a part left
-    by an interrupted sharded run is picked up by a plain run."""
-    from genretag.tagger import command as tagging
-
-    monkeypatch.setattr(torch.distributed, "barrier", lambda: None)
-    monkeypatch.setattr(torch.distributed, "destroy_process_group", lambda: None)
-    for out in (tmp_path / "a" / "tags.csv", tmp_path / "b" / "tags.csv"):
-        args = [library.root, "--ckpt", ckpt, "--out", out, "--workers", 0, "--quiet"]
-        monkeypatch.setattr(tagging, "ranks", lambda: (1, 2))
-        run(*args)
-        part = pd.read_csv(out.with_name("tags.rank1of2.csv"))
-        assert 0 < len(part) < len(library.good) and not out.exists()
-        if out.parent.name == "a":
-            monkeypatch.setattr(tagging, "ranks", lambda: (0, 2))
-        else:
-            monkeypatch.undo()
-        caplog.clear()
-        assert run(*args) == 1
-        assert sorted(pd.read_csv(out).path) == sorted(map(str, library.good))
-        assert sorted(pd.read_csv(out.with_name("tags.errors.csv")).path) == sorted(
-            map(str, library.bad)
-        )
-        assert sorted(p.name for p in out.parent.iterdir()) == ["tags.csv", "tags.errors.csv"]
-    assert f"{len(part)} already done" in caplog.text  # the plain run skipped the part's files
-
-
-@pytest.mark.slow
-def test_ranks_shard_and_merge(library: Library, ckpt: Path, tmp_path: Path) -> None:
-    """Two ranks as torchrun starts them: each tags half into its part, rank 0 merges."""
-    out = tmp_path / "out" / "tags.csv"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "genretag", "tag", str(library.root), "--ckpt", str(ckpt)]
-    cmd += ["--out", str(out), "--workers", "0", "--quiet"]
-    env = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-    procs = [
-        subprocess.Popen(
-            cmd,
-            cwd=REPO,
-            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for r in range(2)
-    ]
-    errs = [p.communicate(timeout=300)[1] for p in procs]
-    assert procs[0].returncode == 1, errs  # rank 0 reports the failures of all ranks
-    assert procs[1].returncode in (0, 1), errs
-    assert sorted(pd.read_csv(out).path) == sorted(map(str, library.good))
-    assert sorted(pd.read_csv(out.with_name("tags.errors.csv")).path) == sorted(
-        map(str, library.bad)
-    )
-    assert sorted(p.name for p in out.parent.iterdir()) == ["tags.csv", "tags.errors.csv"]
 
 
 def test_a_second_run_on_the_same_out_is_refused(

@@ -5,8 +5,7 @@
     row (tagger.outputs)
 
 A re-run with the same ``--out`` skips the files already there (same path, size and mtime).
-Ranks (``RANK``/``WORLD_SIZE`` from torchrun) tag every ``WORLD_SIZE``-th file, each into its own
-part; rank 0 merges the parts after a barrier.
+More than one machine: ``--engine ray`` (genretag.cluster) tags a catalogue on Ray Data.
 """
 
 from __future__ import annotations
@@ -17,50 +16,24 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import torch
 
-from genretag import errors, system, vocabulary
-from genretag.errors import ConfigError, run_command
+from genretag import errors, system
+from genretag.errors import run_command
 from genretag.inference import Predictor, load_predictor
 from genretag.io import file_key
-from genretag.tagger import embeddings, filetags
-from genretag.tagger.options import build_parser, check, ranks
-from genretag.tagger.outputs import Outputs, Table, sibling
+from genretag.tagger import choice, embeddings, filetags
+from genretag.tagger.choice import Summary
+from genretag.tagger.options import build_parser, check
+from genretag.tagger.outputs import Outputs, Table
 from genretag.tagger.scan import display_path, real_path, scan
 from genretag.tagger.stream import TrackResult, infer
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Summary:
-    known: int = 0
-    tagged: int = 0
-    failed: int = 0
-    seconds: float = 0.0
-    changed: int = 0
-    truncated: int = 0
-    dry_run: bool = False
-    start: float = field(default_factory=time.monotonic)
-
-    def line(self, out: Path | None) -> str:
-        wall = time.monotonic() - self.start
-        speed = self.seconds / max(wall, 1e-9)
-        text = f"tagged {self.tagged} files ({self.seconds / 3600:.2f} h of audio) in {wall:.1f} s"
-        text += f" ({speed:.0f}x realtime)"
-        text += f", {self.known} already done" if self.known else ""
-        if self.changed:
-            text += f", {self.changed} genre tags {'to change (dry run)' if self.dry_run else 'written'}"
-        where = f" (see {sibling(out, '.errors.csv')})" if out else ""
-        if self.truncated:
-            text += f", {self.truncated} truncated (tagged from what decodes{where})"
-        if self.failed:
-            text += f"; {self.failed} FAILED{where}"
-        return text
 
 
 @dataclass(frozen=True)
@@ -95,6 +68,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    check(args)
+    log.setLevel(logging.WARNING if args.quiet else logging.NOTSET)
+    if args.engine == "ray":  # a catalogue on Ray Data: tables only (genretag.cluster)
+        from genretag.cluster.run import tag_catalogue
+
+        return tag_catalogue(args)
     ensemble, plan = _prepare(args)
     if args.watch:
         from genretag.tagger import watch
@@ -104,9 +83,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> tuple[Predictor, Plan]:
-    """Check the options, load the checkpoints, resolve how the run scores (:class:`Plan`)."""
-    check(args)
-    log.setLevel(logging.WARNING if args.quiet else logging.NOTSET)
+    """Load the checkpoints and resolve how the run scores (:class:`Plan`)."""
     device = system.device(args.device)
     precision = system.precision(args.precision, device)
     log.info("model arithmetic: %s (--precision %s)", precision, args.precision)
@@ -125,64 +102,28 @@ def tag_files(
     stop: Callable[[], bool] | None = None,
     new_only: bool = False,
 ) -> int:
-    """Tag ``files`` (this rank's share) into --out, then finish it (--report, --playlists);
+    """Tag ``files`` into --out, then finish it (--report, --playlists);
     returns the exit code. ``stop()`` true ends the run between files (what is done is kept);
     ``new_only``: when every file is already in --out, do nothing and say nothing (--watch)."""
-    rank, world = ranks()
-    mine = files[rank::world]
-    summary = _Summary(dry_run=args.dry_run)
-    outputs, todo = _resume(args, ensemble, mine, rank, world, summary, new_only)
+    summary = Summary(dry_run=args.dry_run)
+    outputs, todo = _resume(args, ensemble, files, summary, new_only)
     if new_only and not todo:
         return 0
-    log.info(
-        "%d audio files%s: %d to tag",
-        len(mine),
-        f" (rank {rank} of {world})" if world > 1 else "",
-        len(todo),
-    )
+    log.info("%d audio files: %d to tag", len(files), len(todo))
     try:
         if outputs and args.write_tags and summary.known:
-            known = set(map(display_path, mine)) - set(map(display_path, todo))
+            known = set(map(display_path, files)) - set(map(display_path, todo))
             _retag_known(outputs, known, args, summary)
         with system.inference_threads(plan.device, plan.workers):
             _tag(todo, ensemble, plan, args, outputs, summary, stop)
     finally:
         if outputs:
             outputs.close()
-    failed = summary.failed
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()  # every part is complete
-    if outputs and rank == 0:
-        failed = outputs.finish()  # this run's failures on every rank
+    if outputs:
+        outputs.finish()
         _finish_extras(args)
-    if world > 1:
-        dist.destroy_process_group()
     log.log(logging.ERROR if summary.failed else logging.INFO, "%s", summary.line(args.out))
-    if failed > summary.failed:
-        listed = sibling(args.out, ".errors.csv")
-        log.error("%d files failed on other ranks (see %s)", failed - summary.failed, listed)
-    return 1 if failed or summary.failed else 0
-
-
-def _table(predictor: Predictor, args: argparse.Namespace, fmt: str) -> Table:
-    """The output table, with the genre choice of --genre-map/--with-parents/--max/--min."""
-    floor: float | dict[str, float] = 0.0 if args.threshold == "auto" else args.threshold
-    if args.threshold == "auto":
-        if predictor.task != "multilabel":
-            raise ConfigError("--threshold auto: per-genre thresholds exist for genre models only")
-        floor = dict(zip(predictor.labels, predictor.thresholds.tolist(), strict=True))
-    choose = vocabulary.genre_choice(
-        predictor.labels,
-        predictor.genre_tree,
-        max_genres=args.max_genres or args.top_k,
-        min_score=floor if args.min_score is None else args.min_score,
-        genre_map=args.genre_map,
-        with_parents=args.with_parents,
-    )
-    top_floor = 0.0 if args.threshold == "auto" else args.threshold
-    return Table(predictor.labels, args.top_k, top_floor, fmt, choose)
+    return 1 if summary.failed else 0
 
 
 def _finish_extras(args: argparse.Namespace) -> None:
@@ -195,7 +136,7 @@ def _finish_extras(args: argparse.Namespace) -> None:
     if args.playlists:
         from genretag import playlists, report
 
-        files, _ = report.read_table(args.out)
+        files, _ = report.readchoice.table(args.out)
         rows = [
             (real_path(p), genres or [])
             for p, genres in zip(files["path"], files["genres"], strict=True)
@@ -208,9 +149,7 @@ def _resume(
     args: argparse.Namespace,
     ensemble: Predictor,
     mine: list[Path],
-    rank: int,
-    world: int,
-    summary: _Summary,
+    summary: Summary,
     new_only: bool = False,
 ) -> tuple[Outputs | None, list[Path]]:
     """Open the outputs of --out; returns them and the files not yet there (same size, mtime).
@@ -218,9 +157,9 @@ def _resume(
     if not args.out:
         return None, mine
     fmt = "jsonl" if args.out.suffix.lower() == ".jsonl" else "csv"
-    table = _table(ensemble, args, fmt)
+    table = choice.table(ensemble, args, fmt)
     srt = ensemble.task == "multiclass"
-    outputs = Outputs(args.out, table, rank, world, args.segments is not None, srt, args.embeddings)
+    outputs = Outputs(args.out, table, args.segments is not None, srt, args.embeddings)
     done = outputs.done()
     todo = [p for p in mine if done.get(display_path(p)) != file_key(p)]
     summary.known = len(mine) - len(todo)
@@ -235,7 +174,7 @@ def _tag(
     plan: Plan,
     args: argparse.Namespace,
     outputs: Outputs | None,
-    summary: _Summary,
+    summary: Summary,
     stop: Callable[[], bool] | None = None,
 ) -> None:
     """Infer ``todo``, write tags and rows as files finish, with a progress bar; ends after a
@@ -243,7 +182,7 @@ def _tag(
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    table = outputs.table if outputs else _table(ensemble, args, "csv")
+    table = outputs.table if outputs else choice.table(ensemble, args, "csv")
     bar = tqdm(
         total=len(todo),
         unit="file",
@@ -283,7 +222,7 @@ def _one_file(
     plan: Plan,
     args: argparse.Namespace,
     outputs: Outputs | None,
-    summary: _Summary,
+    summary: Summary,
 ) -> tuple[list[str], list[str]]:
     """One finished file: decide its genres (pure), write them into the file, then record the
     row (after the write, so the row holds the file's new size and mtime and a resumed run
@@ -329,7 +268,7 @@ def _write_tags(
     genres: list[str],
     args: argparse.Namespace,
     outputs: Outputs | None,
-    summary: _Summary,
+    summary: Summary,
 ) -> None:
     try:
         change = filetags.write_genres(path, genres, args.mode, dry_run=args.dry_run)
@@ -348,7 +287,7 @@ def _write_tags(
 
 
 def _retag_known(
-    outputs: Outputs, known: set[str], args: argparse.Namespace, summary: _Summary
+    outputs: Outputs, known: set[str], args: argparse.Namespace, summary: Summary
 ) -> None:
     """--write-tags for files already scored in --out: their stored scores decide the genres.
 

@@ -1,12 +1,11 @@
-"""The ``genretag tag`` command line: options, their checks, and torchrun ranks."""
+"""The ``genretag tag`` command line: its options and their checks."""
 
 from __future__ import annotations
 
 import argparse
-import os
-from datetime import timedelta
 from pathlib import Path
 
+from genretag.cluster import run as cluster
 from genretag.errors import CommandParser, ConfigError
 from genretag.system import PRECISIONS
 from genretag.tagger import filetags
@@ -17,9 +16,9 @@ EXAMPLES = """examples:
   genretag tag ~/Music --ckpt best.ckpt --out tags.csv --segments 1.0   # per-second timeline
   genretag tag ~/Music --ckpt best.ckpt --write-tags --dry-run          # preview, then without --dry-run
   genretag tag 'Music/**/*.flac' --ckpt a.ckpt --ckpt b.ckpt --ensemble geometric --out tags.csv
-  torchrun --nproc-per-node 4 -m genretag tag ~/Music --ckpt best.ckpt --out tags.csv
   genretag tag ~/Music --ckpt best.ckpt --out tags.csv --write-tags --watch   # then keep tagging
   genretag tag ~/Music --ckpt best.ckpt --out tags.csv --embeddings; genretag similar tags.csv
+  genretag tag catalogue.txt --ckpt best.ckpt --out tags.parquet --engine ray [--address ADDR]
 
 Re-running with the same --out continues an interrupted run. Exit code: 0 all files tagged,
 1 some files failed (listed on stderr and in <out>.errors.csv), 2 a usage or checkpoint error.
@@ -110,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--settle", type=float, default=2.0, metavar="S", help="--watch: tag a file once its size "
         "and mtime stayed the same for S seconds (2), so that a copy is never tagged half-way")  # fmt: skip
     add("--quiet", action="store_true", help="no progress bar: errors and the summary only")
+    cluster.add_arguments(p)  # --engine ray and its sizing (genretag.cluster.run)
     return p
 
 
@@ -124,8 +124,6 @@ def check(args: argparse.Namespace) -> None:
         raise ConfigError(
             "--watch and --embeddings keep what is done in the --out table; add --out"
         )
-    if args.watch and int(os.environ.get("WORLD_SIZE") or 1) > 1:
-        raise ConfigError("--watch runs as one process; start it without torchrun")
     if not args.settle > 0:
         raise ConfigError(f"--settle must be a positive number of seconds, got {args.settle}")
     if args.dry_run and not args.write_tags:
@@ -146,19 +144,4 @@ def check(args: argparse.Namespace) -> None:
             raise ConfigError(f"{name} must be in [0, 1], got {value}")
     if args.segments and args.hop and args.segments != args.hop:
         raise ConfigError("--segments sets the hop between windows; leave out --hop")
-
-
-def ranks() -> tuple[int, int]:
-    """(rank, world size) from torchrun's environment; joins the process group when sharded."""
-    world = int(os.environ.get("WORLD_SIZE") or 1)
-    rank = int(os.environ.get("RANK") or os.environ.get("LOCAL_RANK") or 0)
-    if world > 1:
-        import torch.distributed as dist
-
-        if not {"MASTER_ADDR", "MASTER_PORT"} <= set(os.environ):
-            raise ConfigError(
-                "WORLD_SIZE > 1 needs MASTER_ADDR and MASTER_PORT (launch with torchrun)"
-            )
-        if not dist.is_initialized():  # a shard can take hours: a long barrier timeout
-            dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(days=7))
-    return rank, world
+    cluster.check(args)

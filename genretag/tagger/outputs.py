@@ -12,12 +12,10 @@ key is there and finally compacts the table to the last row of each file. Beside
 from __future__ import annotations
 
 import csv
-import glob
 import io
 import json
 import logging
 import os
-import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -213,62 +211,43 @@ def sibling(path: Path, tail: str) -> Path:
 
 
 class Outputs:
-    """The files a run writes next to ``--out``: rows, segment timelines, SRT captions, errors.
-
-    With several ranks each writes ``<stem>.rank<R>of<W><suffix>`` (and its siblings); rank 0
-    merges the parts into ``--out`` at the end. Rows already written (by any part) are loaded
-    first, so a re-run after a crash skips the files that are done.
+    """The files a run writes next to ``--out``: rows, segment timelines, SRT captions, errors,
+    embeddings. Rows already written are loaded first, so a re-run after a crash skips the files
+    that are done.
     """
 
     def __init__(
         self,
         out: Path,
         table: Table,
-        rank: int,
-        world: int,
         segments: bool,
         srt: bool,
         embeddings: bool = False,
     ) -> None:
         if out.suffix.lower() not in (".csv", ".jsonl"):
             raise ConfigError(f"--out {out}: use a .csv or a .jsonl file name")
-        self.out, self.table, self.segments, self.srt, self.world = out, table, segments, srt, world
-        self.own = out if world == 1 else sibling(out, f".rank{rank}of{world}{out.suffix}")
+        self.out, self.table, self.segments, self.srt = out, table, segments, srt
         self.srt_dir = sibling(out, ".srt")
         self.embeddings = embeddings
         self.rows = self.timelines = self.errors = self.lock = self.vectors = None
 
-    def sources(self) -> list[Path]:
-        """--out and every part of it (this run's or an interrupted sharded run's)."""
-        pattern = re.compile(
-            re.escape(self.out.stem) + r"\.rank\d+of\d+" + re.escape(self.out.suffix)
-        )
-        parts = sorted(
-            p
-            for p in self.out.parent.glob(f"{glob.escape(self.out.stem)}.rank*")
-            if pattern.fullmatch(p.name)
-        )
-        return [self.out, *parts]
-
     def rows_in(self) -> Iterator[tuple[str, Key, dict | list]]:
-        """Every whole row of every source, oldest first (ConfigError if one has other columns)."""
-        for source in self.sources():
-            for number, line in enumerate(_lines(source, header=False)):
-                if number == 0:
-                    self.table.check(source, line)
-                    if self.table.fmt == "csv":
-                        continue
-                parsed = self.table.parse(line)
-                if parsed is not None:
-                    yield parsed
+        """Every whole row of --out, oldest first (ConfigError if it has other columns)."""
+        for number, line in enumerate(_lines(self.out, header=False)):
+            if number == 0:
+                self.table.check(self.out, line)
+                if self.table.fmt == "csv":
+                    continue
+            parsed = self.table.parse(line)
+            if parsed is not None:
+                yield parsed
 
     def done(self) -> dict[str, Key]:
         """The key of the latest row of each path already written (with ``embeddings``: of
         each path that has an embedding too)."""
         done = {path: key for path, key, _ in self.rows_in()}
         if self.embeddings:
-            logs = [sibling(s, emb.LOG_TAIL) for s in self.sources()]
-            have = emb.paths(line for log in logs for line in _lines(log, False))
+            have = emb.paths(_lines(sibling(self.out, emb.LOG_TAIL), False))
             done = {path: key for path, key in done.items() if path in have}
         return done
 
@@ -276,15 +255,15 @@ class Outputs:
         """Lock this run's files, cut torn last lines, and start a new errors file."""
         self.lock = ExitStack()
         self.lock.enter_context(
-            exclusive(self.own.with_name(f".{self.own.name}.lock"), str(self.own))
+            exclusive(self.out.with_name(f".{self.out.name}.lock"), str(self.out))
         )
-        self.rows = _Appender(self.own, self.table.header)
+        self.rows = _Appender(self.out, self.table.header)
         self.timelines = (
-            _Appender(sibling(self.own, ".segments.jsonl"), None) if self.segments else None
+            _Appender(sibling(self.out, ".segments.jsonl"), None) if self.segments else None
         )
         if self.embeddings:
-            self.vectors = _Appender(sibling(self.own, emb.LOG_TAIL), None)
-        errors = sibling(self.own, ".errors.csv")
+            self.vectors = _Appender(sibling(self.out, emb.LOG_TAIL), None)
+        errors = sibling(self.out, ".errors.csv")
         errors.unlink(missing_ok=True)  # the errors of this run only: earlier failures are retried
         self.errors = _Appender(errors, _csv_line(["path", "error"]))
 
@@ -335,35 +314,20 @@ class Outputs:
             self.lock.close()
 
     def finish(self) -> int:
-        """Merge parts into --out and keep one row per file (rank 0); returns the failures listed."""
-        kept = _compact(
-            self.out, self.sources(), self.table, header=self.table.header, stale_check=True
-        )
+        """Keep one row per file in --out, its timelines and embeddings in step; returns the
+        failures listed in the errors file."""
+        kept = _compact(self.out, [self.out], self.table, self.table.header, stale_check=True)
         if self.segments:
-            timelines = [sibling(s, ".segments.jsonl") for s in self.sources()]
-            _compact(sibling(self.out, ".segments.jsonl"), timelines, None, None, keep=kept)
-        logs = [sibling(s, emb.LOG_TAIL) for s in self.sources()]
-        if any(log.exists() for log in logs):  # in step with the table, even after a run without
-            _compact(logs[0], logs, None, None, keep=kept)
+            timelines = sibling(self.out, ".segments.jsonl")
+            _compact(timelines, [timelines], None, None, keep=kept)
+        log = sibling(self.out, emb.LOG_TAIL)
+        if log.exists():  # in step with the table, even after a run without --embeddings
+            _compact(log, [log], None, None, keep=kept)
             rows = map(self.table.parse, _lines(self.out, self.table.header is not None))
-            emb.write_matrix(_lines(logs[0], False), [r[0] for r in rows if r], self.out)
-        runs = (
-            [self.out]
-            if self.world == 1
-            else [
-                sibling(self.out, f".rank{r}of{self.world}{self.out.suffix}")
-                for r in range(self.world)
-            ]
-        )
-        lines = [line for run in runs for line in _lines(sibling(run, ".errors.csv"), header=True)]
-        for part in self.sources()[1:]:  # merged; an interrupted run's errors are retried anyway
-            tails = (".segments.jsonl", ".errors.csv", emb.LOG_TAIL)
-            for path in (part, *(sibling(part, tail) for tail in tails)):
-                path.unlink(missing_ok=True)
+            emb.write_matrix(_lines(log, False), [r[0] for r in rows if r], self.out)
         errors = sibling(self.out, ".errors.csv")
-        if lines:
-            atomic_write(errors, "".join([_csv_line(["path", "error"]), *lines]))
-        else:
+        lines = list(_lines(errors, header=True))
+        if not lines:
             errors.unlink(missing_ok=True)
         # truncated files were tagged all the same: listed, not failed
         return sum(1 for line in lines if not _csv_cells(line)[1].startswith(TRUNCATED))
