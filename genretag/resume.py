@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import random
@@ -56,7 +57,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         if "hyper_parameters" in checkpoint:  # paths as strings: the file loads as plain data
             checkpoint = {**checkpoint, "hyper_parameters": plain(checkpoint["hyper_parameters"])}
-        atomic_write(path, lambda f: torch.save(checkpoint, f), what="the checkpoint ")
+        # Serialised in memory first: torch's writer reports a short write (a full disk) as a
+        # RuntimeError of its own, a plain write of the bytes as the OSError it is.
+        data = io.BytesIO()
+        torch.save(checkpoint, data)
+        atomic_write(path, data.getvalue(), what="the checkpoint ")
 
 
 def use_atomic_checkpoints(trainer: pl.Trainer) -> None:
