@@ -45,7 +45,7 @@ from _realmusic import real_corpora
 from torch.utils.data import DataLoader
 
 from genretag import system
-from genretag.system import BF16_FLAGS, PRECISIONS, choose_precision, cpu_capability, cpu_flags
+from genretag.system import BF16_FLAGS, PRECISIONS, choose_precision, cpu_flags
 from genretag.tagger import command, scan, stream
 from genretag.task import TaggingTask
 
@@ -74,7 +74,7 @@ def cpu() -> dict:
 
     return {
         "model_name": _cpu_model(),
-        "torch_capability": cpu_capability(),
+        "torch_capability": torch.backends.cpu.get_cpu_capability(),
         "flags": sorted(f for f in SHOWN_FLAGS if f in cpu_flags()),
         "mkldnn_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
         "auto_precision": choose_precision(torch.device("cpu")),
