@@ -26,6 +26,7 @@ OWN_COMMANDS = {
     "download": ("genretag.data.download", "download, verify and extract FMA or FSDKaggle2018"),
     "prepare": ("genretag.data.prepare", "decode a dataset once into the decoded-audio cache"),
     "export": ("genretag.export", "write a checkpoint made for sharing (weights, settings, card)"),
+    "pretrained": ("genretag.pretrained.command", "convert published weights (musicnn) to a .ckpt"),
     "report": ("genretag.report", "one HTML page about a tag run's results"),
     "compare": ("genretag.compare", "compare runs from their logs (lightning_logs/version_*)"),
     "baseline": ("genretag.baseline", "librosa features + logistic regression, logged as a run"),

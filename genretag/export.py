@@ -175,6 +175,8 @@ def describe_card(checkpoint: dict[str, Any]) -> str:
         trained.append(f"trunk from {card['transferred_from']}")
     if any(trained):
         lines.append("trained: " + ", ".join(t for t in trained if t))
+    if card.get("license"):  # imported published models (genretag.pretrained)
+        lines.append(f"license: {card['license']}")
     if card.get("exported"):
         lines.append(
             f"exported: {card['exported']} from {card.get('source')} "

@@ -160,6 +160,7 @@ class Predictor:
         self.window_seconds = float(first.hparams["window_seconds"])
         self.pad_mode: PadMode = first.hparams.get("pad_mode") or "zero"
         self.genre_tree: dict[str, list[str]] = dict(first.hparams.get("genre_tree") or {})
+        self.genre_map: dict | None = first.hparams.get("genre_map")  # tag's default map
         self.window = round(self.window_seconds * self.sample_rate)
         self.device = next(first.parameters()).device
         self.models, self.orders = [], []

@@ -23,7 +23,13 @@ from genretag.checkpoint import load_checkpoint, load_weights
 from genretag.data.datasets import Batch
 from genretag.errors import ConfigError
 from genretag.export import describe_card
-from genretag.features import FRONTEND_KEYS, LogMel, SpecAugment
+from genretag.features import (
+    FRONTEND_DEFAULTS,
+    FRONTEND_KEYS,
+    Frontend,
+    SpecAugment,
+    build_frontend,
+)
 from genretag.heads import Task, make_head
 from genretag.inference import Combine, PadMode, clip_scores
 from genretag.metrics import ClipPredictions, best_f1_thresholds, bootstrap_intervals
@@ -51,6 +57,7 @@ class TaggingTask(pl.LightningModule):
         n_mels: int = constants.N_MELS,
         f_min: float = constants.F_MIN,
         f_max: float | None = constants.F_MAX,
+        frontend: Frontend = "logmel",
         channels: tuple[int, ...] = (64, 128, 128, 128),
         gru_hidden: int = 128,
         gru_layers: int = 2,
@@ -66,6 +73,7 @@ class TaggingTask(pl.LightningModule):
         freeze_trunk_epochs: int = 0,
         bootstrap_draws: int = 1000,
         genre_tree: dict[str, list[str]] | None = None,
+        genre_map: dict[str, Any] | None = None,
         ensemble: list[str] | None = None,
         ensemble_combine: Combine = "arithmetic",
         ensemble_weights: list[float] | None = None,
@@ -79,6 +87,8 @@ class TaggingTask(pl.LightningModule):
             pad_mode: how a clip shorter than a window is filled (linked from the data module),
                 kept so that ``tag`` pads as evaluation did.
             n_fft, hop_length, n_mels, f_min, f_max: log-mel front-end settings.
+            frontend: logmel (genretag's) or musicnn (musicnn's log10(10000 mel + 1) on
+                librosa's power mel; genretag.features.MusicnnMel), see build_frontend.
             channels, gru_hidden, gru_layers, dropout: CRNN trunk size.
             trunk: another trunk of genretag.models instead of the CRNN, as
                 ``{"class_path": "genretag.models.fcn.FCN", "init_args": {...}}`` (kept in the
@@ -95,6 +105,9 @@ class TaggingTask(pl.LightningModule):
                 ROC-AUC and PR-AUC (``test/roc_auc_lo``/``_hi`` ...); 0 turns them off.
             genre_tree: each label's ancestors in FMA's taxonomy, root first (linked from the
                 data module; ``tag --with-parents`` writes them), or None.
+            genre_map: the genre map ``tag`` applies when given no --genre-map, as plain data
+                ({rename, drop, keep}, genretag.vocabulary); set by importers of published
+                models whose tags are not all genres (genretag.pretrained); None: no map.
             ensemble: checkpoints that ``test`` and ``predict`` score with instead of this
                 model's weights, combined by genretag.inference.Predictor (as ``tag`` does);
                 not saved in checkpoints.
@@ -110,7 +123,9 @@ class TaggingTask(pl.LightningModule):
         self.ensemble_paths, self.ensemble_combine = ensemble, ensemble_combine
         self.ensemble_weights, self._ensemble = ensemble_weights, None
         self.labels = list(labels)
-        self.frontend = LogMel(sample_rate, n_fft, hop_length, n_mels, f_min, f_max)
+        self.frontend = build_frontend(
+            frontend, sample_rate, n_fft, hop_length, n_mels, f_min, f_max
+        )
         self.augment = SpecAugment() if spec_augment else nn.Identity()
         self.trunk = build_trunk(
             trunk,
@@ -330,10 +345,13 @@ class TaggingTask(pl.LightningModule):
 
     def load_trunk(self, path: str) -> None:
         """Copy the trunk of another genretag checkpoint into this model; the head stays new."""
+        from genretag.pretrained import resolve_checkpoint
+
+        path = resolve_checkpoint(path)
         checkpoint = load_checkpoint(path)
         theirs = checkpoint["hyper_parameters"]
         for key in FRONTEND_KEYS + TRUNK_KEYS:
-            mine, other = self.hparams[key], theirs.get(key)
+            mine, other = self.hparams[key], theirs.get(key, FRONTEND_DEFAULTS.get(key))
             if key == "channels":
                 mine, other = tuple(mine), tuple(other or ())
             if mine != other:
@@ -390,7 +408,11 @@ def _short(labels: list[str], n: int = 6) -> str:
 
 
 def load_model(path: str, map_location: str | torch.device = "cpu") -> TaggingTask:
-    """A trained TaggingTask from a checkpoint file alone, in eval mode."""
+    """A trained TaggingTask from a checkpoint file alone, in eval mode (``path`` may name a
+    published model, e.g. musicnn-msd: genretag.pretrained.resolve_checkpoint)."""
+    from genretag.pretrained import resolve_checkpoint
+
+    path = resolve_checkpoint(path)
     checkpoint = load_checkpoint(path)
     accepted = inspect.signature(TaggingTask.__init__).parameters
     hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if k in accepted}

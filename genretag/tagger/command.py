@@ -127,6 +127,10 @@ def _table(predictor: Predictor, args: argparse.Namespace, fmt: str) -> Table:
     """The output table, with the genre choice of --genre-map/--with-parents/--max/--min."""
     labels = predictor.labels
     genre_map = vocabulary.GenreMap.load(args.genre_map, labels) if args.genre_map else None
+    if genre_map is None and predictor.genre_map:  # the checkpoint's own (published models)
+        genre_map = vocabulary.GenreMap.from_data(
+            predictor.genre_map, labels, "the checkpoint's genre_map"
+        )
     parents = predictor.genre_tree if args.with_parents else None
     if args.with_parents and not parents:
         log.warning("--with-parents: the checkpoint has no genre tree (trained before it kept one)")
