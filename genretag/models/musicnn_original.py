@@ -41,6 +41,16 @@ def same_padding(length: int) -> tuple[int, int]:
     return (length - 1) // 2, length // 2
 
 
+def _max_over_bins(x: Tensor) -> Tensor:
+    """(B, C, frames, bins) -> max over bins (B, C, frames).
+
+    A channels-last map (genretag.inference runs CPU convs so) is reduced as its (B, frames,
+    bins, C) view: torch's reduction over the strided bins dimension is ~8x slower."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return x.permute(0, 2, 3, 1).amax(dim=2).transpose(1, 2)
+    return x.amax(dim=3)
+
+
 class FrontBlock(nn.Module):
     """(B, 1, frames, mels) -> (B, C, frames): conv, ReLU, batch norm, max over frequency."""
 
@@ -52,7 +62,20 @@ class FrontBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.pad(x, (0, 0, *self.pad))
-        return self.norm(torch.relu(self.conv(x))).amax(dim=3)
+        if self.training:
+            return self.norm(torch.relu(self.conv(x))).amax(dim=3)
+        # In eval mode the batch norm is a per-channel a * x + b, so the max over frequency of
+        # a * relu(x) + b is a * relu(max x) + b where a >= 0 and a * relu(min x) + b where
+        # a < 0, and min x = -max(-x): one conv with the filters of negative-a channels negated,
+        # one max, then the affine map on (B, C, frames) only. Exact, and ~2x faster than
+        # normalising and rectifying the whole (frames, bins) map.
+        norm = self.norm
+        scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)  # type: ignore[operator]
+        shift = norm.bias - norm.running_mean * scale  # type: ignore[operator]
+        sign = torch.where(scale >= 0, 1.0, -1.0).to(x.dtype)
+        y = F.conv2d(x, self.conv.weight * sign[:, None, None, None], self.conv.bias * sign)
+        picked = torch.relu(_max_over_bins(y) * sign[:, None])
+        return picked * scale[:, None] + shift[:, None]
 
 
 class MidBlock(nn.Module):
