@@ -350,10 +350,14 @@ class TaggingTask(pl.LightningModule):
         path = resolve_checkpoint(path)
         checkpoint = load_checkpoint(path)
         theirs = checkpoint["hyper_parameters"]
-        for key in FRONTEND_KEYS + TRUNK_KEYS:
+        # channels and gru_* size the CRNN only; another trunk is named by class path and args
+        crnn_only = TRUNK_KEYS[1:] if self.hparams.trunk is not None else ()
+        for key in [k for k in FRONTEND_KEYS + TRUNK_KEYS if k not in crnn_only]:
             mine, other = self.hparams[key], theirs.get(key, FRONTEND_DEFAULTS.get(key))
             if key == "channels":
                 mine, other = tuple(mine), tuple(other or ())
+            if key == "trunk":
+                mine, other = _trunk_spec(mine), _trunk_spec(other)
             if mine != other:
                 where = "--data.sample_rate" if key == "sample_rate" else f"--model.{key}"
                 raise ConfigError(
@@ -400,6 +404,19 @@ class TaggingTask(pl.LightningModule):
                 f"data {_short(self.labels)}; use the same --data.subset/--data.labels/--data.min_tracks "
                 f"as in training"
             )
+
+
+def _trunk_spec(spec: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A trunk spec compared as data: the full class path, init_args {} when absent."""
+    if not isinstance(spec, dict):
+        return spec
+    from genretag.models import trunk_class
+
+    cls = trunk_class(str(spec.get("class_path")))
+    return {
+        "class_path": f"{cls.__module__}.{cls.__name__}",
+        "init_args": spec.get("init_args") or {},
+    }
 
 
 def _short(labels: list[str], n: int = 6) -> str:

@@ -187,3 +187,28 @@ def test_unknown_model_is_one_line() -> None:
     with pytest.raises(ConfigError, match="musicnn-msd"):
         musicnn.model_name("musicnn:gtzan")
     assert musicnn.resolve_checkpoint("some/best.ckpt") == "some/best.ckpt"
+
+
+@pytest.mark.slow  # 38 s on the shared 2-core machine (load 9): a real fit
+def test_fit_from_musicnn_keeps_a_frozen_trunk_and_trains_a_new_head(checkpoints, tmp_path) -> None:
+    """``fit --model.init_from`` a converted checkpoint, trunk frozen for the run (musicnn's
+    features + a new linear head for the data's labels)."""
+    from tests.conftest import TINY_MODEL, fit_args, make_fma
+
+    corpus = make_fma(tmp_path / "fma", {"training": 1, "validation": 1}, seconds=3.5)
+    args = [a for a in fit_args(corpus, tmp_path / "logs") if a not in TINY_MODEL]
+    args = [a for a in args if not a.startswith("--data.window_seconds")]
+    overlay = Path(__file__).resolve().parents[1] / "configs" / "musicnn_transfer.yaml"
+    assert main([*args[:2], "--config", str(overlay), *args[2:], "--trainer.limit_train_batches=1",
+                 "--trainer.limit_val_batches=1", f"--model.init_from={checkpoints['MSD_musicnn']}",
+                 "--model.freeze_trunk_epochs=100"]) == 0  # fmt: skip
+    trained = load_checkpoint(next((tmp_path / "logs").rglob("*.ckpt")))
+    source = load_checkpoint(checkpoints["MSD_musicnn"])["state_dict"]
+    trunk = {k: v for k, v in trained["state_dict"].items() if k.startswith("trunk.")}
+    assert trunk.keys() == {k for k in source if k.startswith("trunk.")}
+    for key, value in trunk.items():
+        assert torch.equal(value, source[key]), key  # frozen: weights and batch-norm statistics
+    assert trained["state_dict"]["head.1.weight"].shape[0] == len(
+        trained["hyper_parameters"]["labels"]
+    )
+    assert trained["hyper_parameters"]["frontend"] == "musicnn"
