@@ -4,7 +4,8 @@
         [--musicnn-python /work/venv-musicnn-ref/bin/python] [--n 12]
 
 On the same real files in the same run, in this order: ``genretag tag --ckpt musicnn-msd``
-(in-process, the checkpoint converted beforehand), musicnn's ``extractor`` (what its
+(in-process, the checkpoint converted beforehand; ``--workers 0``: decoding is cheap beside this
+network, so both cores run its convolutions, as TensorFlow's threads do for musicnn), musicnn's ``extractor`` (what its
 ``top_tags`` runs; in its own TensorFlow virtualenv, see benchmarks/musicnn_reference.py, by
 subprocess: this file with ``--musicnn-worker``), then ``genretag tag`` again. A file's musicnn
 scores are its taggram's mean over patches, as ``top_tags`` ranks them.
@@ -71,7 +72,7 @@ def run_genretag(files: list[Path], ckpt: str, out: Path) -> tuple[float, dict, 
     out.unlink(missing_ok=True)
     start = time.perf_counter()
     code = genretag_main(["tag", *map(str, files), "--ckpt", ckpt, "--out", str(out),
-                          "--top-k", "50", "--workers", "1"])  # fmt: skip
+                          "--top-k", "50", "--workers", "0"])  # fmt: skip
     wall = time.perf_counter() - start
     assert code == 0, f"genretag tag exited with {code}"
     rows = [json.loads(line) for line in out.read_text().splitlines()]
