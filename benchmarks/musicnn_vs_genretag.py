@@ -168,7 +168,7 @@ def main() -> int:
         "agreement": agreement(ours, theirs),
         "same_patches": agreement(grid, theirs),
         "per_file": {
-            Path(p).name: {
+            f"{Path(p).parent.name}/{Path(p).name}": {
                 "genretag_top3": top3(ours[p]),
                 "musicnn_top3": top3(theirs[p]),
                 "genres": genres[p],

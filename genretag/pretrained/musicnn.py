@@ -31,7 +31,7 @@ import torch
 import yaml
 
 from genretag.errors import ConfigError
-from genretag.io import atomic_write
+from genretag.io import atomic_write, exclusive
 from genretag.pretrained.tfbundle import read_bundle
 
 log = logging.getLogger(__name__)
@@ -221,7 +221,9 @@ def resolve_checkpoint(spec: str) -> str:
         return text
     key = model_name(text)
     target = cache_dir() / f"musicnn-{key}-{package_version()}.ckpt"
-    if not target.is_file():
-        log.info("converting musicnn's %s weights into %s (once)", MODELS[key][0], target)
-        import_musicnn(key, target)
+    if not target.is_file():  # ranks of a torchrun `tag` may all get here: one converts
+        with exclusive(target.with_name(f"{target.name}.lock"), str(target), wait=True):
+            if not target.is_file():
+                log.info("converting musicnn's %s weights into %s (once)", MODELS[key][0], target)
+                import_musicnn(key, target)
     return str(target)
