@@ -211,6 +211,7 @@ class GenreTagPlugin(BeetsPlugin):
                 min_score=settings.min_score,
                 genre_map=settings.genre_map,
                 with_parents=settings.with_parents,
+                default_map=predictor.genre_map,
             )
         except ConfigError as error:
             raise UserError(_beets_names(str(error))) from None

@@ -29,6 +29,10 @@ OWN_COMMANDS = {
         "genretag.commands.export",
         "write a checkpoint made for sharing (weights, settings, card)",
     ),
+    "pretrained": (
+        "genretag.commands.pretrained",
+        "convert published weights (musicnn) to a genretag checkpoint",
+    ),
     "report": ("genretag.report", "one HTML page about a tag run's results"),
     "compare": (
         "genretag.commands.compare",

@@ -79,6 +79,7 @@ class Predictor:
         names = list(names or [f"model {i}" for i in range(len(networks))])
         first = networks[0]
         self.labels, self.task, self.genre_tree = first.labels, first.task, first.genre_tree
+        self.genre_map: dict | None = first.hparams.get("genre_map")  # tag's default map
         self.sample_rate, self.window_seconds = first.sample_rate, first.window_seconds
         self.window, self.pad_mode = first.window, first.pad_mode
         self.networks: list[Network] = []

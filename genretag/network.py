@@ -25,9 +25,10 @@ from torch import Tensor, nn
 
 from genretag import constants
 from genretag.checkpoint import load_checkpoint, load_weights
-from genretag.features import FRONTEND_KEYS, LogMel
+from genretag.features import FRONTEND_DEFAULTS, FRONTEND_KEYS, Frontend, build_frontend
 from genretag.heads import Task, make_head
 from genretag.models import build_trunk
+from genretag.pretrained import resolve_checkpoint
 from genretag.windows import PadMode
 
 # Hyper-parameters that must match for trunk weights to be reusable (transfer, checks).
@@ -53,6 +54,7 @@ class Network(nn.Module):
         n_mels: int = constants.N_MELS,
         f_min: float = constants.F_MIN,
         f_max: float | None = constants.F_MAX,
+        frontend: Frontend = "logmel",
         channels: tuple[int, ...] = (64, 128, 128, 128),
         gru_hidden: int = 128,
         gru_layers: int = 2,
@@ -61,6 +63,7 @@ class Network(nn.Module):
         threshold: float = 0.5,
         label_smoothing: float = 0.0,
         genre_tree: dict[str, list[str]] | None = None,
+        genre_map: dict[str, Any] | None = None,
     ) -> None:
         """
         Args:
@@ -71,6 +74,8 @@ class Network(nn.Module):
             pad_mode: how a clip shorter than a window is filled (linked from the data module),
                 kept so that ``tag`` pads as evaluation did.
             n_fft, hop_length, n_mels, f_min, f_max: log-mel front-end settings.
+            frontend: logmel (genretag's) or musicnn (musicnn's log10(10000 mel + 1) on
+                librosa's power mel; genretag.features.MusicnnMel), see build_frontend.
             channels, gru_hidden, gru_layers, dropout: CRNN trunk size (dropout: the head's too).
             trunk: another trunk of genretag.models instead of the CRNN, as
                 ``{"class_path": "genretag.models.fcn.FCN", "init_args": {...}}`` (kept in the
@@ -79,6 +84,9 @@ class Network(nn.Module):
             label_smoothing: for multiclass cross-entropy.
             genre_tree: each label's ancestors in FMA's taxonomy, root first (linked from the
                 data module; ``tag --with-parents`` writes them), or None.
+            genre_map: the genre map ``tag`` applies when given no --genre-map, as plain data
+                ({rename, drop, keep}, genretag.vocabulary); set by importers of published
+                models whose tags are not all genres (genretag.pretrained); None: no map.
         """
         super().__init__()
         self.hparams: dict[str, Any] = {
@@ -95,7 +103,9 @@ class Network(nn.Module):
         self.pad_mode: PadMode = pad_mode
         self.genre_tree: dict[str, list[str]] = dict(genre_tree or {})
         self.card = ""  # a few lines about where the weights come from (Network.load)
-        self.frontend = LogMel(sample_rate, n_fft, hop_length, n_mels, f_min, f_max)
+        self.frontend = build_frontend(
+            frontend, sample_rate, n_fft, hop_length, n_mels, f_min, f_max
+        )
         self.trunk = build_trunk(
             trunk,
             n_mels,
@@ -124,7 +134,7 @@ class Network(nn.Module):
 
     def frontend_settings(self) -> dict[str, Any]:
         """The settings that define the front-end (equal for ensemble members and transfer)."""
-        return {key: self.hparams.get(key) for key in FRONTEND_KEYS}
+        return {key: self.hparams.get(key, FRONTEND_DEFAULTS.get(key)) for key in FRONTEND_KEYS}
 
     @classmethod
     def build(cls, hparams: Mapping[str, Any]) -> Network:
@@ -141,8 +151,11 @@ class Network(nn.Module):
         """The trained network of a checkpoint file alone, in eval mode, loaded as data.
 
         Reads training checkpoints of this release and the previous one, exported files and
-        imported published weights; one-line ConfigError naming ``path`` when it does not fit.
+        imported published weights (``path`` may name one, e.g. ``musicnn-msd``: converted once,
+        genretag.pretrained.resolve_checkpoint); one-line ConfigError naming ``path`` when it
+        does not fit.
         """
+        path = resolve_checkpoint(str(path))
         checkpoint = load_checkpoint(path)
         network = cls.build(checkpoint["hyper_parameters"])
         state = network_state(checkpoint["state_dict"])
@@ -189,6 +202,8 @@ def describe_card(checkpoint: Mapping[str, Any]) -> str:
         trained.append(f"trunk from {card['transferred_from']}")
     if any(trained):
         lines.append("trained: " + ", ".join(t for t in trained if t))
+    if card.get("license"):  # imported published models (genretag.pretrained)
+        lines.append(f"license: {card['license']}")
     if card.get("exported"):
         lines.append(
             f"exported: {card['exported']} from {card.get('source')} "

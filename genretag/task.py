@@ -22,11 +22,12 @@ from genretag import tensorboard
 from genretag.checkpoint import load_checkpoint, load_weights
 from genretag.data.datasets import Batch
 from genretag.errors import ConfigError
-from genretag.features import FRONTEND_KEYS, SpecAugment
+from genretag.features import FRONTEND_DEFAULTS, FRONTEND_KEYS, SpecAugment
 from genretag.heads import Head
 from genretag.inference import Combine, Predictor, load_predictor
 from genretag.metrics import ClipPredictions, best_f1_thresholds, bootstrap_intervals
 from genretag.network import TRUNK_KEYS, Network
+from genretag.pretrained import resolve_checkpoint
 
 log = logging.getLogger(__name__)
 FEW_STEPS = 200  # optimizer steps below which configure_optimizers warns
@@ -308,11 +309,16 @@ class TaggingTask(pl.LightningModule):
 
     def load_trunk(self, path: str) -> None:
         """Copy the trunk of another genretag checkpoint into this model; the head stays new."""
+        path = resolve_checkpoint(path)
         theirs = load_checkpoint(path)["hyper_parameters"]
-        for key in FRONTEND_KEYS + TRUNK_KEYS:
-            mine, other = self.hparams[key], theirs.get(key)
+        # channels and gru_* size the CRNN only; another trunk is named by class path and args
+        crnn_only = TRUNK_KEYS[1:] if self.hparams.trunk is not None else ()
+        for key in [k for k in FRONTEND_KEYS + TRUNK_KEYS if k not in crnn_only]:
+            mine, other = self.hparams[key], theirs.get(key, FRONTEND_DEFAULTS.get(key))
             if key == "channels":
                 mine, other = tuple(mine), tuple(other or ())
+            if key == "trunk":
+                mine, other = _trunk_spec(mine), _trunk_spec(other)
             if mine != other:
                 where = "--data.sample_rate" if key == "sample_rate" else f"--model.{key}"
                 raise ConfigError(
@@ -372,6 +378,19 @@ def _task_keys(module: TaggingTask, state: dict[str, Any], prefix: str, *_: Any)
         if key[len(prefix) :].split(".", 1)[0] in NETWORK_MEMBERS:
             state[inner + key[len(prefix) :]] = state.pop(key)
     state.setdefault(inner + "label_thresholds", module.label_thresholds)
+
+
+def _trunk_spec(spec: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A trunk spec compared as data: the full class path, init_args {} when absent."""
+    if not isinstance(spec, dict):
+        return spec
+    from genretag.models import trunk_class
+
+    cls = trunk_class(str(spec.get("class_path")))
+    return {
+        "class_path": f"{cls.__module__}.{cls.__name__}",
+        "init_args": spec.get("init_args") or {},
+    }
 
 
 def _short(labels: list[str], n: int = 6) -> str:

@@ -54,7 +54,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -129,6 +129,13 @@ class GenreMap:
         return cls.build(rename, drop, keep, labels, source=f"--genre-map {path}")
 
     @classmethod
+    def from_data(cls, data: Mapping, labels: Sequence[str], source: str) -> GenreMap:
+        """A map from its plain data ({rename, drop, keep}, as in the YAML form), e.g. the
+        default map a checkpoint carries (hyper-parameter ``genre_map``)."""
+        rename, drop, keep = _sections(dict(data), source)
+        return cls.build(rename, drop, keep, labels, source=source)
+
+    @classmethod
     def build(
         cls,
         rename: dict[str, str | None],
@@ -170,29 +177,35 @@ def _parse_yaml(path: Path, text: str) -> tuple[dict[str, str | None], list[str]
         where = getattr(error, "problem_mark", None)
         line = f" (line {where.line + 1})" if where is not None else ""
         raise ConfigError(f"--genre-map {path}: not valid YAML{line}") from None
-    data = {} if data is None else data
+    return _sections({} if data is None else data, f"--genre-map {path}")
+
+
+def _sections(
+    data: object, where: str
+) -> tuple[dict[str, str | None], list[str], list[str] | None]:
+    """(rename, drop, keep) of a map's plain data (the YAML form), checked (ConfigError)."""
     if not isinstance(data, dict):
-        raise ConfigError(f"--genre-map {path}: expected the sections {', '.join(SECTIONS)}")
+        raise ConfigError(f"{where}: expected the sections {', '.join(SECTIONS)}")
     unknown = [str(k) for k in data if k not in SECTIONS]
     if unknown:
         raise ConfigError(
-            f"--genre-map {path}: unknown section {unknown[0]!r}; use rename: {{label: name}}, "
+            f"{where}: unknown section {unknown[0]!r}; use rename: {{label: name}}, "
             f"drop: [labels] and/or keep: [labels]"
         )
     rename = data.get("rename") or {}
     if not isinstance(rename, dict):
-        raise ConfigError(f"--genre-map {path}: rename: must map labels to names")
+        raise ConfigError(f"{where}: rename: must map labels to names")
     lists = {}
     for section in ("drop", "keep"):
         value = data.get(section)
         if value is not None and not isinstance(value, list):
-            raise ConfigError(f"--genre-map {path}: {section}: must be a list of labels")
+            raise ConfigError(f"{where}: {section}: must be a list of labels")
         lists[section] = value
     if lists["drop"] and lists["keep"] is not None:
-        raise ConfigError(f"--genre-map {path}: give keep: (a whitelist) or drop:, not both")
+        raise ConfigError(f"{where}: give keep: (a whitelist) or drop:, not both")
     for k, v in rename.items():
         if not isinstance(v, (str, type(None))):
-            raise ConfigError(f"--genre-map {path}: rename: {k}: must be a name or null")
+            raise ConfigError(f"{where}: rename: {k}: must be a name or null")
     return (
         {str(k): (v.strip() if v else None) for k, v in rename.items()},
         [str(x) for x in lists["drop"] or []],
@@ -278,13 +291,17 @@ def genre_choice(
     min_score: float | Mapping[str, float],
     genre_map: str | os.PathLike | None = None,
     with_parents: bool = False,
+    default_map: Mapping[str, Any] | None = None,
 ) -> Callable[[np.ndarray], list[tuple[str, float]]]:
     """The genre choice of ``tag`` and the beets plugin, built once: scores (C,) -> :func:`choose`.
 
-    ``genre_map`` is a map file (loaded and checked against ``labels``); ``with_parents`` adds
-    the model's genre ``tree`` (a warning when the checkpoint has none).
+    ``genre_map`` is a map file (loaded and checked against ``labels``), else the checkpoint's
+    own ``default_map`` (published models whose tags are not all genres) applies; with_parents
+    adds the model's genre ``tree`` (a warning when the checkpoint has none).
     """
     loaded = GenreMap.load(genre_map, labels) if genre_map else None
+    if loaded is None and default_map:
+        loaded = GenreMap.from_data(dict(default_map), labels, "the checkpoint's genre_map")
     if with_parents and not tree:
         log.warning("with parents: the checkpoint has no genre tree (trained before it kept one)")
     return partial(

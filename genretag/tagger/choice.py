@@ -60,6 +60,7 @@ def table(predictor: Predictor, args: argparse.Namespace, fmt: str) -> Table:
         min_score=floor if args.min_score is None else args.min_score,
         genre_map=args.genre_map,
         with_parents=args.with_parents,
+        default_map=predictor.genre_map,
     )
     top_floor = 0.0 if args.threshold == "auto" else args.threshold
     return Table(predictor.labels, args.top_k, top_floor, fmt, choose)

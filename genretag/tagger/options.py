@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = p.add_argument
     add("inputs", nargs="+", metavar="PATH", help="audio files, folders (recursive) or globs")
-    add("--ckpt", action="append", required=True, metavar="FILE", help="repeat for an ensemble")
+    add("--ckpt", action="append", required=True, metavar="FILE",
+        help="a checkpoint, or musicnn-msd / musicnn-mtt (musicnn's published weights, "
+        "converted from the installed musicnn package on first use); repeat for an ensemble")  # fmt: skip
     add("--out", type=Path, metavar="FILE", help="results table, .csv or .jsonl (resumable)")
     add("--top-k", type=int, default=3, metavar="K", help="genres listed/written per file (3)")
     add(
@@ -74,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--genre-map",
         type=Path,
         metavar="FILE",
-        help="rename/merge/drop genres: a .yaml (rename:, drop:, keep:) or a label,genre .csv",
+        help="rename/merge/drop genres: a .yaml (rename:, drop:, keep:) or a label,genre .csv "
+        "(default: the checkpoint's own map, if it has one: musicnn's keeps its genre tags)",
     )
     add(
         "--with-parents",
