@@ -57,11 +57,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         if "hyper_parameters" in checkpoint:  # paths as strings: the file loads as plain data
             checkpoint = {**checkpoint, "hyper_parameters": plain(checkpoint["hyper_parameters"])}
-        # Serialised in memory first: torch's writer reports a short write (a full disk) as a
-        # RuntimeError of its own, a plain write of the bytes as the OSError it is.
-        data = io.BytesIO()
-        torch.save(checkpoint, data)
-        atomic_write(path, data.getvalue(), what="the checkpoint ")
+        atomic_write(path, lambda f: _save(checkpoint, f), what="the checkpoint ")
+
+
+def _save(checkpoint: dict[str, Any], file: Any) -> None:
+    """``torch.save`` into memory, then one write: torch's own writer reports a short write (a
+    full disk) as a RuntimeError of its own, a plain write as the OSError it is."""
+    data = io.BytesIO()
+    torch.save(checkpoint, data)
+    file.write(data.getbuffer())
 
 
 def use_atomic_checkpoints(trainer: pl.Trainer) -> None:

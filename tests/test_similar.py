@@ -50,7 +50,7 @@ def test_embeddings_are_the_pooled_features_of_the_windows(ckpt: Path, tmp_path:
     paths = make_files(tmp_path / "lib")
     out = tmp_path / "tags.csv"
     assert tag([str(tmp_path / "lib"), "--ckpt", str(ckpt), "--out", str(out), "--embeddings",
-                "--workers", "0", "--quiet"]) == 0  # fmt: skip
+                "--workers", "0", "--quiet", "--precision", "fp32"]) == 0  # fmt: skip
     got = matrix(out)
     model = Network.load(ckpt)
     rate = int(model.hparams["sample_rate"])
@@ -96,7 +96,7 @@ def clustered(ckpt: Path, tmp_path: Path) -> tuple[Path, list[Path]]:
     paths = make_files(tmp_path / "lib", [*specs, ("odd.wav", 0.4, 3000.0)])
     out = tmp_path / "tags.csv"
     assert tag([str(tmp_path / "lib"), "--ckpt", str(ckpt), "--out", str(out), "--embeddings",
-                "--workers", "0", "--quiet"]) == 0  # fmt: skip
+                "--workers", "0", "--quiet", "--precision", "fp32"]) == 0  # fmt: skip
     rows = read_table(out)[0]["path"].tolist()
     vectors = np.zeros((len(rows), 8), np.float32)
     for i, path in enumerate(rows):
