@@ -44,10 +44,11 @@ def same_padding(length: int) -> tuple[int, int]:
 def _max_over_bins(x: Tensor) -> Tensor:
     """(B, C, frames, bins) -> max over bins (B, C, frames).
 
-    A channels-last map (genretag.inference runs CPU convs so) is reduced as its (B, frames,
-    bins, C) view: torch's reduction over the strided bins dimension is ~8x slower."""
+    A channels-last map (genretag.inference runs CPU convs so) goes through oneDNN's pooling,
+    vectorised over channels: torch's reduction over the strided bins dimension is ~8x slower,
+    and 1.75x slower than the pooling in bf16 (exact either way)."""
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return x.permute(0, 2, 3, 1).amax(dim=2).transpose(1, 2)
+        return F.max_pool2d(x, kernel_size=(1, x.shape[3]))[..., 0]
     return x.amax(dim=3)
 
 
