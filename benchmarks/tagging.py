@@ -292,6 +292,11 @@ def main() -> None:
     parser.add_argument(
         "--precisions-only", action="store_true", help="with --real: only the precision runs"
     )
+    parser.add_argument(
+        "--whole-tracks",
+        action="store_true",
+        help="with --real: tag its files as they are (whole tracks), not 30 s clips cut from them",
+    )
     args = parser.parse_args()
     tmp = args.keep or Path(tempfile.mkdtemp(prefix="genretag-bench-"))
     clips, long_s = (8, 600.0) if args.quick else (40, 3600.0)
@@ -307,7 +312,9 @@ def main() -> None:
     trained = dict(spec.split("=", 1) for spec in args.ckpt)
     audio_s = CLIP_S * clips
     chosen = args.precisions or ["fp32", "bf16", "int8", "auto"]
-    corpora = real_corpora(args.real, tmp) if args.real else {"synthetic_mp3": library}
+    corpora = {"synthetic_mp3": library}
+    if args.real:
+        corpora = {"whole": args.real} if args.whole_tracks else real_corpora(args.real, tmp)
     runs = 1 if args.quick else args.repeat
     precision_runs = {
         corpus: {
