@@ -26,6 +26,7 @@ from genretag.features import FRONTEND_DEFAULTS, FRONTEND_KEYS, SpecAugment
 from genretag.heads import Head
 from genretag.inference import Combine, Predictor, load_predictor
 from genretag.metrics import ClipPredictions, best_f1_thresholds, bootstrap_intervals
+from genretag.models import canonical_trunk
 from genretag.network import TRUNK_KEYS, Network
 from genretag.pretrained import resolve_checkpoint
 
@@ -318,7 +319,7 @@ class TaggingTask(pl.LightningModule):
             if key == "channels":
                 mine, other = tuple(mine), tuple(other or ())
             if key == "trunk":
-                mine, other = _trunk_spec(mine), _trunk_spec(other)
+                mine, other = canonical_trunk(mine), canonical_trunk(other)
             if mine != other:
                 where = "--data.sample_rate" if key == "sample_rate" else f"--model.{key}"
                 raise ConfigError(
@@ -378,19 +379,6 @@ def _task_keys(module: TaggingTask, state: dict[str, Any], prefix: str, *_: Any)
         if key[len(prefix) :].split(".", 1)[0] in NETWORK_MEMBERS:
             state[inner + key[len(prefix) :]] = state.pop(key)
     state.setdefault(inner + "label_thresholds", module.label_thresholds)
-
-
-def _trunk_spec(spec: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A trunk spec compared as data: the full class path, init_args {} when absent."""
-    if not isinstance(spec, dict):
-        return spec
-    from genretag.models import trunk_class
-
-    cls = trunk_class(str(spec.get("class_path")))
-    return {
-        "class_path": f"{cls.__module__}.{cls.__name__}",
-        "init_args": spec.get("init_args") or {},
-    }
 
 
 def _short(labels: list[str], n: int = 6) -> str:

@@ -64,6 +64,17 @@ def build_trunk(spec: dict[str, Any] | None, n_mels: int, **crnn_defaults: Any) 
     return cls(n_mels=n_mels, **checked_init_args(cls, init_args))
 
 
+def canonical_trunk(spec: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A trunk spec as data to compare: the full class path, init_args {} when absent."""
+    if not isinstance(spec, dict):
+        return spec
+    cls = trunk_class(str(spec.get("class_path")))
+    return {
+        "class_path": f"{cls.__module__}.{cls.__name__}",
+        "init_args": spec.get("init_args") or {},
+    }
+
+
 def checked_init_args(cls: type, init_args: dict[str, Any]) -> dict[str, Any]:
     """``init_args`` converted to the types of ``cls.__init__`` (ConfigError naming the argument)."""
     parameters = inspect.signature(cls.__init__).parameters
@@ -153,6 +164,7 @@ __all__ = [
     "MusicnnOriginal",
     "ShortChunkResNet",
     "build_trunk",
+    "canonical_trunk",
     "count_parameters",
     "trunk_class",
 ]
