@@ -135,7 +135,7 @@ class GenreTagPlugin(BeetsPlugin):
             )
         raw = c["ckpt"].get()
         views = [c["ckpt"][i] for i in range(len(raw))] if isinstance(raw, list) else [c["ckpt"]]
-        ckpt = [self._filename(view, "ckpt") for view in views]
+        ckpt = [self._checkpoint(view) for view in views]
         genre_map = self._filename(c["genre_map"], "genre_map") if c["genre_map"].get() else None
         return Settings(
             ckpt=ckpt,
@@ -150,6 +150,13 @@ class GenreTagPlugin(BeetsPlugin):
             ensemble=self._choice("ensemble", ("arithmetic", "geometric")),
             precision=self._choice("precision", ("auto", "fp32", "bf16", "int8")),
         )
+
+    def _checkpoint(self, view: Any) -> str:
+        """A checkpoint file, or a published model's name (``musicnn-msd``) kept as it is."""
+        from genretag.pretrained.musicnn import is_published
+
+        value = view.get()
+        return value if isinstance(value, str) and is_published(value) else self._filename(view, "")
 
     def _filename(self, view: Any, key: str) -> str:
         try:

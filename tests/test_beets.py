@@ -249,3 +249,22 @@ def test_bad_settings_are_one_line(tmp_path: Path, ckpt: Path) -> None:
         failed = beet("genretag", ok=False)
         lines = failed.stderr.strip().splitlines()
         assert failed.returncode != 0 and len(lines) == 1 and words in lines[0], lines
+
+
+def test_a_published_model_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ckpt: musicnn-msd`` is musicnn's model, converted into the cache on first use, and the
+    items get the genres of its default map, as ``genretag tag --ckpt musicnn-msd`` gives."""
+    pytest.importorskip("musicnn", reason="needs pip install --no-deps musicnn==0.1.0")
+    monkeypatch.setenv("GENRETAG_CACHE", str(tmp_path / "cache"))
+    beet = Beets(tmp_path / "beets", ckpt="musicnn-msd", workers=0, force=True)
+    paths = library(tmp_path / "music")
+    beet("import", "-A", "-q", str(tmp_path / "music"))
+    shown = beet("genretag", "-p")
+    assert "FAILED" not in shown.stdout + shown.stderr
+    assert list((tmp_path / "cache").glob("musicnn-msd-*.ckpt"))
+    expected = expected_genres(paths, "musicnn-msd", tmp_path)  # type: ignore[arg-type]
+    written = {g for genres in expected.values() if genres for g in genres.split("; ")}
+    assert written and not written & {"60s", "70s", "80s", "90s", "00s", "female vocalists"}
+    for path in paths:
+        if expected[str(path)]:  # the same choice as tag's
+            assert expected[str(path)] in shown.stdout, path.name

@@ -212,12 +212,17 @@ def cache_dir() -> Path:
     return Path(base) / "genretag"
 
 
+def is_published(spec: str) -> bool:
+    """Whether ``spec`` names a published model (``musicnn-msd``, ``musicnn:MTT`` ...)."""
+    return bool(re.fullmatch(r"(?i)musicnn[:\-_]\w+", spec)) and not os.path.exists(spec)
+
+
 def resolve_checkpoint(spec: str) -> str:
     """The file behind a ``--ckpt`` value: ``musicnn:MSD``/``musicnn-msd`` (and MTT) become the
     converted checkpoint in :func:`cache_dir` (converted on first use, again when the installed
     musicnn's version changes); any other value is returned unchanged."""
     text = str(spec)
-    if not re.fullmatch(r"(?i)musicnn[:\-_]\w+", text) or os.path.exists(text):
+    if not is_published(text):
         return text
     key = model_name(text)
     target = cache_dir() / f"musicnn-{key}-{package_version()}.ckpt"
