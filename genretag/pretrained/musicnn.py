@@ -226,7 +226,7 @@ def resolve_checkpoint(spec: str) -> str:
         return text
     key = model_name(text)
     target = cache_dir() / f"musicnn-{key}-{package_version()}.ckpt"
-    if not target.is_file():  # ranks of a torchrun `tag` may all get here: one converts
+    if not target.is_file():  # several processes (Ray actors, DDP ranks) may get here: one converts
         with exclusive(target.with_name(f"{target.name}.lock"), str(target), wait=True):
             if not target.is_file():
                 log.info("converting musicnn's %s weights into %s (once)", MODELS[key][0], target)
