@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from genretag.data import audio
-from genretag.tagger.outputs import TRUNCATED
+from genretag.tagger.outputs import truncation_note
 from genretag.tagger.scan import real_path
 from genretag.windows import PadMode, WindowCutter
 
@@ -83,10 +83,7 @@ def truncated(path: str | os.PathLike, samples: int, rate: int) -> str:
     if short is None:
         return ""
     _, got, want = short
-    return (
-        f"{TRUNCATED} decodes to {got / rate:.2f} s but its header declares "
-        f"{want / rate:.2f} s; tagged from what decodes"
-    )
+    return truncation_note(got, want, rate)
 
 
 @contextlib.contextmanager

@@ -36,6 +36,15 @@ FIXED_COLUMNS = ["path", "duration", "size", "mtime_ns"]
 TRUNCATED = "truncated:"  # how an errors.csv line of a truncated (but tagged) file begins
 
 
+def truncation_note(got: int, want: int, rate: int) -> str:
+    """The errors-table reason of a file that decodes to ``got`` of the ``want`` samples its
+    header declares, at ``rate`` Hz, and was tagged all the same (``tag`` and its Ray engine)."""
+    return (
+        f"{TRUNCATED} decodes to {got / rate:.2f} s but its header declares "
+        f"{want / rate:.2f} s; tagged from what decodes"
+    )
+
+
 class Table:
     """One row per file, as a CSV line or a JSON line, for one label set.
 

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from genretag.data import audio
 from genretag.data.datasets import Batch
 from genretag.inference import Aggregate, Predictor, clip_scores
-from genretag.tagger.outputs import TRUNCATED
+from genretag.tagger.outputs import truncation_note
 from genretag.windows import PadMode, WindowCutter
 
 
@@ -223,10 +223,7 @@ def infer(
                 result.embedding = (track.features / track.count).numpy()
             if path in short:
                 got, want = short[path]
-                result.truncated = (
-                    f"{TRUNCATED} decodes to {got / rate:.2f} s but its header declares "
-                    f"{want / rate:.2f} s; tagged from what decodes"
-                )
+                result.truncated = truncation_note(got, want, rate)
             results.append(result)
         yield results
 
