@@ -1,6 +1,12 @@
 """Decode speed per core: random 3 s / 10 s crops and whole clips from FMA-format MP3s.
 
     python benchmarks/decode.py [--quick] [--seconds 30] [--min-time 2]
+    python benchmarks/decode.py --real DIR_OR_FILE ...
+
+``--real``: whole real files as ``tag`` reads them, per format (the container and codec
+libsndfile or FFmpeg reports): x realtime per core of decoding to 16 kHz mono, and for Ogg Opus
+the same files through libsndfile alone in the same run (the path before genretag 0.4 and the one
+crops take), with the largest sample difference and the length difference.
 
 Files as FMA has them: 30 s, 44.1 kHz stereo, 320 kbit/s CBR, ID3v2 tag with a cover picture;
 also 48 kHz stereo and 44.1 kHz mono. Every item is decoded, downmixed to mono and resampled to
@@ -33,6 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 from _corpus import write_fma_mp3  # benchmarks/ is on the path when run as a script
 
 from genretag.data import audio
@@ -143,6 +150,73 @@ def measure(files: list[Path], min_time: float, with_ffmpeg: bool) -> dict:
     return figures
 
 
+def real_files(paths: list[Path]) -> dict:
+    """x realtime per core of whole decodes to 16 kHz, per format; Opus also libsndfile alone."""
+    from genretag.data import sources
+
+    def timed(path: Path) -> tuple[np.ndarray, float]:
+        cpu = time.process_time()
+        x = audio.decode(path, SR)
+        return x, time.process_time() - cpu
+
+    formats: dict = {}
+    for path in paths:
+        kind = codec(path)
+        ours, cpu = timed(path)
+        row = formats.setdefault(kind, {"files": 0, "audio_s": 0.0, "cpu_s": 0.0})
+        row["files"] += 1
+        row["audio_s"] += len(ours) / SR
+        row["cpu_s"] += cpu
+        if kind == "OGG/OPUS":
+            real = sources.opus_frames
+            sources.opus_frames = lambda *_: None  # libsndfile alone, as before
+            try:
+                alone, cpu_alone = timed(path)
+            finally:
+                sources.opus_frames = real
+            row["libsndfile_cpu_s"] = row.get("libsndfile_cpu_s", 0.0) + cpu_alone
+            n = min(len(ours), len(alone))
+            row["max_abs_diff"] = max(
+                row.get("max_abs_diff", 0.0), float(np.abs(ours[:n] - alone[:n]).max())
+            )
+            row["length_diff"] = max(row.get("length_diff", 0), abs(len(ours) - len(alone)))
+    for row in formats.values():
+        row["x_realtime_per_core"] = round(row["audio_s"] / row["cpu_s"], 1)
+        if "libsndfile_cpu_s" in row:
+            row["libsndfile_x_realtime_per_core"] = round(
+                row["audio_s"] / row["libsndfile_cpu_s"], 1
+            )
+            row["speedup"] = round(row["libsndfile_cpu_s"] / row["cpu_s"], 2)
+        for key in ("audio_s", "cpu_s", "libsndfile_cpu_s"):
+            if key in row:
+                row[key] = round(row[key], 2)
+    return formats
+
+
+def codec(path: Path) -> str:
+    """``FORMAT/SUBTYPE`` as libsndfile names it, else ``FFmpeg/<codec>``."""
+    try:
+        found = sf.info(path)
+        return f"{found.format}/{found.subtype}"
+    except Exception:
+        import av
+
+        with av.open(str(path)) as container:
+            return f"FFmpeg/{container.streams.audio[0].codec_context.name}"
+
+
+def cpu_flags() -> list[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next(
+        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
+        [],
+    )
+    return sorted(f for f in flags if f.startswith(("avx", "amx")))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -150,7 +224,21 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short files, ~0.2 s per figure")
     parser.add_argument("--seconds", type=float, default=None, help="file length (default 30)")
     parser.add_argument("--min-time", type=float, default=None, help="CPU seconds per figure")
+    parser.add_argument("--real", nargs="+", type=Path, help="real files or folders (see above)")
     args = parser.parse_args()
+    if args.real:
+        files = sorted(
+            f
+            for p in args.real
+            for f in ([p] if p.is_file() else p.rglob("*"))
+            if f.suffix.lower() in (".mp3", ".flac", ".ogg", ".opus", ".m4a", ".wav")
+        )
+        print(
+            json.dumps(
+                {"benchmark": "decode-real", "cpu_flags": cpu_flags(), "formats": real_files(files)}
+            )
+        )
+        return
     seconds = args.seconds or (12.0 if args.quick else 30.0)
     min_time = args.min_time or (0.2 if args.quick else 2.0)
     result: dict = {

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from genretag.data import audio
+from genretag.data import audio, sources
 
 
 def _music(seconds: float, sr: int, channels: int, seed: int = 0) -> np.ndarray:
@@ -120,7 +120,7 @@ def test_mp3_read_in_many_chunks_equals_one_read_of_the_whole_file(tmp_path: Pat
     sf.write(path, _music(12.0, 44_100, 2), 44_100, format="MP3")
     with sf.SoundFile(path) as f:
         whole = f.read(dtype="float32", always_2d=True).mean(axis=1, dtype=np.float32)
-    monkeypatch.setattr(audio, "CHUNK_SAMPLES", 2 * (5 * 1152 + 321))  # ~40 chunks
+    monkeypatch.setattr(sources, "CHUNK_SAMPLES", 2 * (5 * 1152 + 321))  # ~40 chunks
     blocks = list(audio.stream(path, sr=44_100))
     assert len(blocks) > 30
     np.testing.assert_array_equal(np.concatenate(blocks), whole)
@@ -132,4 +132,64 @@ def test_mp3_read_in_many_chunks_equals_one_read_of_the_whole_file(tmp_path: Pat
 @pytest.mark.parametrize("channels", [1, 2, 3, 6])
 def test_downmix_is_bit_identical_to_the_channel_mean(channels: int):
     block = np.random.default_rng(channels).standard_normal((10_001, channels)).astype(np.float32)
-    np.testing.assert_array_equal(audio.downmix(block), block.mean(axis=1, dtype=np.float32))
+    np.testing.assert_array_equal(sources.downmix(block), block.mean(axis=1, dtype=np.float32))
+
+
+def _libsndfile_only(monkeypatch, read, *args, **kwargs) -> np.ndarray:
+    with monkeypatch.context() as m:
+        m.setattr(sources, "opus_frames", lambda *_: None)
+        return read(*args, **kwargs)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_opus_from_its_start_takes_libopus_via_pyav_with_libsndfiles_samples(
+    tmp_path: Path, monkeypatch, channels: int
+):
+    """``tag`` streams Opus through PyAV's libopus (1.5x faster); training crops seek with
+    libsndfile: both must see the same samples, the same length, in every way a file is read."""
+    path = tmp_path / "track.opus"
+    sf.write(path, _music(7.0, 48_000, channels), 48_000, format="OGG", subtype="OPUS")
+    taken = []
+    real = sources.opus_frames
+    monkeypatch.setattr(sources, "opus_frames", lambda *a: taken.append(a) or real(*a))
+    reads = [
+        (audio.decode, path),
+        (audio.decode, path, 48_000),
+        (lambda p: np.concatenate(list(audio.stream(p))), path),
+        (audio.random_crop, path, 16_000, 3.0, 0.0),  # a crop at 0 takes the fast path too
+        (audio.random_crop, path, 16_000, 3.0, 0.5),  # a seek: libsndfile only
+    ]
+    for read, *args in reads:
+        fast, reference = read(*args), _libsndfile_only(monkeypatch, read, *args)
+        assert len(fast) == len(reference) > 0, args
+        np.testing.assert_allclose(fast, reference, atol=1e-6, err_msg=str(args))
+    assert len(taken) == 4, "the fast path was not used"
+    assert len(audio.decode(path)) == 7 * 16_000
+
+
+def test_opus_hands_over_to_libsndfile_where_the_fast_path_stops(tmp_path: Path, monkeypatch):
+    """A packet libopus rejects (or a demuxer error) mid-file: libsndfile decodes the rest from
+    that sample on, so the file still decodes whole and seamlessly; and without libopus in
+    PyAV's FFmpeg, libsndfile decodes it all."""
+    path = tmp_path / "track.opus"
+    sf.write(path, _music(7.0, 48_000, 2), 48_000, format="OGG", subtype="OPUS")
+    reference = _libsndfile_only(monkeypatch, audio.decode, path, sr=48_000)
+    real = sources.opus_frames
+
+    def stops_after_one_block(*args):
+        blocks = real(*args)
+        yield next(blocks)
+        blocks.close()
+        raise ValueError("libopus: Invalid data found when processing input")
+
+    monkeypatch.setattr(sources, "opus_frames", stops_after_one_block)
+    handed_over = audio.decode(path, sr=48_000)
+    assert len(handed_over) == len(reference)
+    np.testing.assert_allclose(handed_over, reference, atol=1e-6)
+
+    import av
+
+    monkeypatch.setattr(sources, "opus_frames", real)
+    monkeypatch.setattr(av, "codecs_available", av.codecs_available - {"libopus"})
+    assert sources.opus_frames(str(path), 2) is None
+    np.testing.assert_array_equal(audio.decode(path, sr=48_000), reference)
