@@ -12,8 +12,10 @@ Runs in musicnn's TensorFlow virtualenv, outside the repository, where genretag 
 For each clip (written to a temporary 16 kHz float WAV) it takes musicnn's log-mel patches from
 ``musicnn.extractor.batch_data`` and runs the graph of ``musicnn.models.define_model`` restored
 from the package's checkpoint, all patches at once; it checks that ``musicnn.extractor.extractor``
-gives the same taggram. The .npz holds, per clip: ``logmel/<clip>`` (P, 187, 96),
-``<model>/probs/<clip>`` (P, 50) and ``<model>/penultimate/<clip>`` (P, 200), plus
+gives the same taggram. Models: MSD_musicnn, MTT_musicnn, MSD_vgg, MTT_vgg. The .npz holds, per
+clip: ``logmel/<clip>`` (P, 187, 96), ``<model>/probs/<clip>`` (P, 50) and
+``<model>/penultimate/<clip>``, what feeds the last dense layer: (P, 200) for musicnn, (P, 256)
+for the vgg (its last pool (P, 2, 1, 128) flattened as TensorFlow flattens it); plus
 ``audio_sum/<clip>`` (to check the clips were regenerated alike) and the versions used. It loads
 with ``np.load(..., allow_pickle=False)``.
 
@@ -37,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = ("MSD_musicnn", "MTT_musicnn")
+MODELS = ("MSD_musicnn", "MTT_musicnn", "MSD_vgg", "MTT_vgg")
 
 
 def load_clips() -> dict[str, np.ndarray]:
@@ -48,7 +50,10 @@ def load_clips() -> dict[str, np.ndarray]:
 
 
 def run_graph(model: str, batch: np.ndarray, n_labels: int):
-    """musicnn's graph for ``model`` on (P, 187, 96): (probabilities (P, 50), penultimate (P, 200))."""
+    """musicnn's graph for ``model`` on (P, 187, 96): (probabilities (P, 50), penultimate (P, D)).
+
+    The penultimate is musicnn's last output: its dense layer's (P, 200) for musicnn, the last
+    pool (P, 2, 1, 128) for the vgg, flattened here row-major as ``layers.flatten`` does."""
     import musicnn
     import tensorflow as tf
     from musicnn import models
@@ -62,7 +67,8 @@ def run_graph(model: str, batch: np.ndarray, n_labels: int):
     with tf.compat.v1.Session() as sess:
         sess.run(tf.compat.v1.global_variables_initializer())
         tf.compat.v1.train.Saver().restore(sess, os.path.dirname(musicnn.__file__) + f"/{model}/")
-        return sess.run([y, penultimate], feed_dict={x: batch, is_training: False})
+        probs, features = sess.run([y, penultimate], feed_dict={x: batch, is_training: False})
+    return probs, features.reshape(len(features), -1)
 
 
 def main() -> int:

@@ -1,9 +1,11 @@
-"""The same weights, two programs: musicnn's MSD_musicnn through ``genretag tag`` and musicnn's own.
+"""The same weights, two programs: a musicnn model through ``genretag tag`` and musicnn's own.
 
     python benchmarks/musicnn_vs_genretag.py FILE_OR_FOLDER ... \
-        [--musicnn-python /work/venv-musicnn-ref/bin/python] [--n 12]
+        [--musicnn-python /work/venv-musicnn-ref/bin/python] [--n 12] \
+        [--model MSD_musicnn|MTT_musicnn|MSD_vgg|MTT_vgg] [--precision auto|fp32|bf16]
 
-On the same real files in the same run, in this order: ``genretag tag --ckpt musicnn-msd``
+On the same real files in the same run, in this order: ``genretag tag --ckpt musicnn-msd`` (the
+``--model``'s genretag name: ``musicnn-msd-vgg`` for MSD_vgg ...; ``--precision`` as given)
 (in-process, the checkpoint converted beforehand; ``--workers 0``: decoding is cheap beside this
 network, so both cores run its convolutions, as TensorFlow's threads do for musicnn), musicnn's ``extractor`` (what its
 ``top_tags`` runs; in its own TensorFlow virtualenv, see benchmarks/musicnn_reference.py, by
@@ -29,7 +31,7 @@ import time
 if "--musicnn-worker" in sys.argv:  # in musicnn's virtualenv: no genretag, no torch
     import numpy as np
 
-    def worker(out: str, files: list[str]) -> None:
+    def worker(out: str, model: str, files: list[str]) -> None:
         start = time.perf_counter()
         from musicnn import extractor
 
@@ -37,7 +39,7 @@ if "--musicnn-worker" in sys.argv:  # in musicnn's virtualenv: no genretag, no t
         rows = {}
         for path in files:
             t0, c0 = time.perf_counter(), time.process_time()
-            taggram, _ = extractor.extractor(path, model="MSD_musicnn", extract_features=False)
+            taggram, _ = extractor.extractor(path, model=model, extract_features=False)
             rows[path] = {
                 "scores": np.asarray(taggram).mean(0).tolist(),
                 "wall_s": time.perf_counter() - t0,
@@ -48,7 +50,7 @@ if "--musicnn-worker" in sys.argv:  # in musicnn's virtualenv: no genretag, no t
             json.dump({"import_s": imported, "files": rows}, f)
 
     i = sys.argv.index("--musicnn-worker")
-    worker(sys.argv[i + 1], sys.argv[i + 2 :])
+    worker(sys.argv[i + 1], sys.argv[i + 2], sys.argv[i + 3 :])
     sys.exit(0)
 
 import argparse  # noqa: E402
@@ -61,24 +63,26 @@ import torch  # noqa: E402
 
 from genretag.cli import main as genretag_main  # noqa: E402
 from genretag.data.audio import decode, info  # noqa: E402
-from genretag.pretrained.musicnn import MSD_LABELS, resolve_checkpoint  # noqa: E402
+from genretag.pretrained.musicnn import MODELS, model_name, resolve_checkpoint  # noqa: E402
 from genretag.tagger.scan import scan  # noqa: E402
 
 PATCH = 187 * 256
 
 
-def run_genretag(files: list[Path], ckpt: str, out: Path) -> tuple[float, dict, dict]:
+def run_genretag(
+    files: list[Path], ckpt: str, out: Path, labels: list[str], precision: str
+) -> tuple[float, dict, dict]:
     """Wall seconds of ``genretag tag``, {path: scores (50,)} and {path: genres} from its table."""
     out.unlink(missing_ok=True)
     start = time.perf_counter()
     code = genretag_main(["tag", *map(str, files), "--ckpt", ckpt, "--out", str(out),
-                          "--top-k", "50", "--workers", "0"])  # fmt: skip
+                          "--top-k", "50", "--workers", "0", "--precision", precision])  # fmt: skip
     wall = time.perf_counter() - start
     assert code == 0, f"genretag tag exited with {code}"
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     keys = [str(Path(r["path"]).resolve()) for r in rows]
     scores = {
-        k: np.array([r["scores"][t] for t in MSD_LABELS]) for k, r in zip(keys, rows, strict=True)
+        k: np.array([r["scores"][t] for t in labels]) for k, r in zip(keys, rows, strict=True)
     }
     return (
         wall,
@@ -105,17 +109,19 @@ def same_patches(files: list[Path], ckpt: str) -> dict[str, np.ndarray]:
     return out
 
 
-def top3(scores: np.ndarray) -> list[str]:
-    return [MSD_LABELS[i] for i in np.argsort(-scores, kind="stable")[:3]]
+def top3(scores: np.ndarray, labels: list[str]) -> list[str]:
+    return [labels[i] for i in np.argsort(-scores, kind="stable")[:3]]
 
 
-def agreement(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> dict:
+def agreement(
+    ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray], labels: list[str]
+) -> dict:
     same_set = same_order = 0
     diffs = []
     for path, t in theirs.items():
         o = ours[path]
-        same_set += set(top3(o)) == set(top3(t))
-        same_order += top3(o) == top3(t)
+        same_set += set(top3(o, labels)) == set(top3(t, labels))
+        same_order += top3(o, labels) == top3(t, labels)
         diffs.append(np.abs(o - t))
     diffs = np.stack(diffs)
     return {
@@ -131,27 +137,34 @@ def main() -> int:
     parser.add_argument("inputs", nargs="+")
     parser.add_argument("--musicnn-python", default="/work/venv-musicnn-ref/bin/python")
     parser.add_argument("--n", type=int, default=12, help="files at most (evenly over inputs)")
+    parser.add_argument("--model", default="MSD_musicnn", choices=[m[0] for m in MODELS.values()])
+    parser.add_argument("--precision", default="auto", help="genretag tag --precision")
     args = parser.parse_args()
+    labels = MODELS[model_name(args.model)][1]
     files = [p.resolve() for p in scan(args.inputs)]
     files = [files[i] for i in np.linspace(0, len(files) - 1, min(args.n, len(files))).astype(int)]
     seconds = sum(info(p).duration for p in files)
-    ckpt = resolve_checkpoint("musicnn-msd")  # converted once, outside the timings
+    ckpt = resolve_checkpoint(f"musicnn-{model_name(args.model)}")  # converted once, untimed
     load = [os.getloadavg()]
     with tempfile.TemporaryDirectory() as tmp:
-        wall_a, ours, genres = run_genretag(files, ckpt, Path(tmp) / "a.jsonl")
+        wall_a, ours, genres = run_genretag(files, ckpt, Path(tmp) / "a.jsonl", labels,
+                                            args.precision)  # fmt: skip
         env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
         start = time.perf_counter()
         subprocess.run([args.musicnn_python, __file__, "--musicnn-worker", f"{tmp}/m.json",
-                        *map(str, files)], check=True, env=env, stdout=subprocess.DEVNULL)  # fmt: skip
+                        args.model, *map(str, files)], check=True, env=env,
+                       stdout=subprocess.DEVNULL)  # fmt: skip
         musicnn_process = time.perf_counter() - start
         theirs_raw = json.loads(Path(f"{tmp}/m.json").read_text())
-        wall_b, _, _ = run_genretag(files, ckpt, Path(tmp) / "b.jsonl")
+        wall_b, _, _ = run_genretag(files, ckpt, Path(tmp) / "b.jsonl", labels, args.precision)
     load.append(os.getloadavg())
     theirs = {p: np.array(r["scores"]) for p, r in theirs_raw["files"].items()}
     musicnn_wall = sum(r["wall_s"] for r in theirs_raw["files"].values())
     ours_wall = (wall_a + wall_b) / 2
     grid = same_patches(files, ckpt)
     result = {
+        "model": args.model,
+        "precision": args.precision,
         "files": len(files),
         "audio_s": round(seconds, 1),
         "genretag": {
@@ -165,12 +178,12 @@ def main() -> int:
             "process_s": round(musicnn_process, 2),
         },  # fmt: skip
         "speedup": round(musicnn_wall / ours_wall, 2),
-        "agreement": agreement(ours, theirs),
-        "same_patches": agreement(grid, theirs),
+        "agreement": agreement(ours, theirs, labels),
+        "same_patches": agreement(grid, theirs, labels),
         "per_file": {
             f"{Path(p).parent.name}/{Path(p).name}": {
-                "genretag_top3": top3(ours[p]),
-                "musicnn_top3": top3(theirs[p]),
+                "genretag_top3": top3(ours[p], labels),
+                "musicnn_top3": top3(theirs[p], labels),
                 "genres": genres[p],
             }  # fmt: skip
             for p in theirs

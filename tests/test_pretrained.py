@@ -1,7 +1,8 @@
 """musicnn's published weights in genretag: the port computes what musicnn's own code computed.
 
 tests/data/musicnn_reference.npz holds musicnn's log-mel patches and per-patch outputs for the
-clips of genretag/pretrained/clips.py, made by benchmarks/musicnn_reference.py with TensorFlow.
+clips of genretag/pretrained/clips.py, made by benchmarks/musicnn_reference.py with TensorFlow,
+for the four published models: MSD_musicnn, MTT_musicnn, MSD_vgg, MTT_vgg.
 The weights come from the installed musicnn package (CI: pip install --no-deps musicnn==0.1.0).
 """
 
@@ -28,7 +29,7 @@ from genretag.pretrained.tfbundle import read_bundle
 from genretag.vocabulary import GenreMap
 
 REFERENCE = Path(__file__).parent / "data" / "musicnn_reference.npz"
-MODELS = {"MSD_musicnn": "msd", "MTT_musicnn": "mtt"}
+MODELS = {"MSD_musicnn": "msd", "MTT_musicnn": "mtt", "MSD_vgg": "msd-vgg", "MTT_vgg": "mtt-vgg"}
 needs_musicnn = pytest.mark.skipif(
     importlib.util.find_spec("musicnn") is None,
     reason="musicnn is not installed (pip install --no-deps musicnn==0.1.0)",
@@ -142,6 +143,42 @@ def test_checkpoint_is_data_and_its_card_names_source_license_scores(checkpoints
     assert "musicnn 0.1.0" in card["source"] and "ISC" in card["license"]
     assert "CC BY-NC-SA" in card["license"]
     assert card["metrics"] == {"test/roc_auc": 0.8802, "test/pr_auc": 0.2891}
+    vgg = load_checkpoint(checkpoints["MTT_vgg"])
+    assert vgg["hyper_parameters"]["trunk"]["class_path"].endswith("musicnn_vgg.MusicnnVGG")
+    assert vgg["hyper_parameters"]["frontend"] == "musicnn"
+    assert "MTT_vgg" in vgg["model_card"]["source"]
+    assert vgg["model_card"]["metrics"] == {"test/roc_auc": 0.903, "test/pr_auc": 0.3823}
+
+
+@pytest.mark.parametrize(
+    ("spec", "key"),
+    [("musicnn-msd-vgg", "msd-vgg"), ("musicnn:MSD_vgg", "msd-vgg"), ("MTT_vgg", "mtt-vgg"),
+     ("musicnn:MSD", "msd"), ("musicnn-mtt", "mtt"), ("MSD_musicnn", "msd")],
+)  # fmt: skip
+def test_model_names(spec, key) -> None:
+    assert musicnn.model_name(spec) == key
+    assert musicnn.is_published(spec) == spec.startswith("musicnn")
+
+
+def test_tag_with_the_vgg_name_gives_musicnns_scores(reference, tmp_path, monkeypatch) -> None:
+    """``tag --ckpt musicnn-msd-vgg`` on a file of one window: converted into the cache, its
+    scores are musicnn's for that patch (in fp32: bf16, auto on AMX CPUs, moves them ~7e-3). (A later window's first frame differs: tag pads each
+    window's STFT, musicnn's patches see the samples before; benchmarks/musicnn_vs_genretag.py.)"""
+    if importlib.util.find_spec("musicnn") is None:
+        pytest.skip("musicnn is not installed (pip install --no-deps musicnn==0.1.0)")
+    audio = tmp_path / "music" / "pad.wav"
+    audio.parent.mkdir()
+    sf.write(audio, reference_clips()["slow_pad"][:PATCH], 16000, subtype="FLOAT")
+    monkeypatch.setenv("GENRETAG_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "tags.jsonl"
+    assert main(["tag", str(audio.parent), "--out", str(out), "--workers", "0", "--top-k", "50",
+                 "--ckpt", "musicnn-msd-vgg", "--precision", "fp32"]) == 0  # fmt: skip
+    assert [p.name for p in (tmp_path / "cache").glob("*.ckpt")] == [
+        f"musicnn-msd-vgg-{musicnn.package_version()}.ckpt"
+    ]
+    scores = json.loads(out.read_text().splitlines()[-1])["scores"]
+    ours = np.array([scores[label] for label in musicnn.MSD_LABELS])
+    assert np.abs(ours - reference["MSD_vgg/probs/slow_pad"][0]).max() < 1e-4  # rounded to 1e-5
 
 
 def test_tag_writes_genres_of_the_default_map(checkpoints, tmp_path, monkeypatch) -> None:
@@ -170,16 +207,15 @@ def test_tag_writes_genres_of_the_default_map(checkpoints, tmp_path, monkeypatch
     assert main([*args, "--ckpt", "musicnn:MSD"]) == 0 and cached[0].stat().st_mtime_ns == mtime
 
 
-@pytest.mark.parametrize("name", ["msd", "mtt"])
+@pytest.mark.parametrize("name", ["msd", "mtt", "msd-vgg", "mtt-vgg"])
 def test_shipped_maps_name_only_labels(name) -> None:
     labels = musicnn.MODELS[name][1]
-    for path in musicnn.MAPS.glob(f"musicnn_{name}*.yaml"):
+    for path in musicnn.MAPS.glob(f"musicnn_{name[:3]}*.yaml"):
         genre_map = GenreMap.load(path, labels)
         assert genre_map.name("80s" if name == "msd" else "male vocal") is None
     default = GenreMap.from_data(musicnn.genre_map(name), labels, "default")
-    assert default.name("rnb" if name == "msd" else "classic") == (
-        "R&B" if name == "msd" else "Classical"
-    )
+    msd = name.startswith("msd")
+    assert default.name("rnb" if msd else "classic") == ("R&B" if msd else "Classical")
 
 
 def test_unknown_model_is_one_line() -> None:

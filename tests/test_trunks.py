@@ -13,6 +13,7 @@ from genretag.models.crnn import CRNN
 from genretag.models.fcn import FCN
 from genretag.models.musicnn import Musicnn
 from genretag.models.musicnn_original import MusicnnOriginal
+from genretag.models.musicnn_vgg import MusicnnVGG
 from genretag.models.resnet import ShortChunkResNet
 
 NEW_TRUNKS = [FCN, Musicnn, MusicnnOriginal, ShortChunkResNet]
@@ -29,11 +30,25 @@ def test_output_shape_for_any_length(cls, length: str) -> None:
     assert torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("cls", NEW_TRUNKS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [*NEW_TRUNKS, MusicnnVGG], ids=lambda c: c.__name__)
 def test_parameter_count_is_the_docstrings(cls) -> None:
     stated = re.search(r"default arguments \(n_mels=96\): ([\d,]+)", cls.__doc__)
     assert stated, f"{cls.__name__} docstring states no parameter count"
     assert count_parameters(cls()) == int(stated.group(1).replace(",", ""))
+
+
+def test_musicnn_vgg_takes_its_187_frames_only() -> None:
+    """Its flatten ties the dense layer to the length (as in musicnn): another is one clear line."""
+    trunk = build_trunk({"class_path": "genretag.models.MusicnnVGG"}, 96).eval()
+    assert isinstance(trunk, MusicnnVGG) and MusicnnVGG.window_seconds == 2.992
+    with torch.no_grad():
+        assert trunk(torch.randn(2, 96, 187)).shape == (2, trunk.out_features) == (2, 256)
+        with pytest.raises(ConfigError, match=r"data\.window_seconds") as error:
+            trunk(torch.randn(2, 96, FRAMES["10 s"]))
+    assert "\n" not in str(error.value) and "187 frames" in str(error.value)
+    assert MusicnnVGG(frames=FRAMES["10 s"]).out_features == 128 * 9  # 626 frames pool to 9
+    with pytest.raises(ConfigError, match=r"^model\.trunk\.init_args\.frames: "):
+        MusicnnVGG(frames=FRAMES["1 s"])
 
 
 def test_resnet_states_its_window() -> None:

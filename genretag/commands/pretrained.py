@@ -19,8 +19,10 @@ EXAMPLE = f"""example:
   genretag tag ~/Music --ckpt msd.ckpt --out tags.csv       # or --ckpt musicnn-msd directly
 
 models:
-  musicnn-msd   musicnn's MSD_musicnn: Million Song Dataset, Last.fm's top 50 tags (30 genres)
-  musicnn-mtt   musicnn's MTT_musicnn: MagnaTagATune's top 50 tags (14 genres)
+  musicnn-msd       musicnn's MSD_musicnn: Million Song Dataset, Last.fm's top 50 tags (30 genres)
+  musicnn-mtt       musicnn's MTT_musicnn: MagnaTagATune's top 50 tags (14 genres)
+  musicnn-msd-vgg   musicnn's MSD_vgg: the same tags, its VGG baseline (3 s windows only)
+  musicnn-mtt-vgg   musicnn's MTT_vgg: the same tags, its VGG baseline (3 s windows only)
 
 {musicnn.LICENSE_NOTE}
 """
@@ -35,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("model", help="musicnn-msd or musicnn-mtt")
+    parser.add_argument(
+        "model", help="musicnn-msd, musicnn-mtt, musicnn-msd-vgg or musicnn-mtt-vgg"
+    )
     parser.add_argument("--out", required=True, help="the file to write, e.g. msd.ckpt")
     return parser
 

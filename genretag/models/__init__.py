@@ -21,11 +21,12 @@ from genretag.models.crnn import CRNN
 from genretag.models.fcn import FCN
 from genretag.models.musicnn import Musicnn
 from genretag.models.musicnn_original import MusicnnOriginal
+from genretag.models.musicnn_vgg import MusicnnVGG
 from genretag.models.resnet import ShortChunkResNet
 
 TRUNKS: dict[str, type[nn.Module]] = {
     f"{cls.__module__}.{cls.__name__}": cls
-    for cls in (CRNN, FCN, Musicnn, MusicnnOriginal, ShortChunkResNet)
+    for cls in (CRNN, FCN, Musicnn, MusicnnOriginal, MusicnnVGG, ShortChunkResNet)
 }
 _SHORT = {f"genretag.models.{cls.__name__}": path for path, cls in TRUNKS.items()}
 

@@ -4,15 +4,19 @@ The ``musicnn`` 0.1.0 package (PyPI, ISC license as it declares; install it with
 ``pip install --no-deps musicnn==0.1.0``: its TensorFlow and numpy pins cannot be installed today,
 and only its files are read) ships TensorFlow 1 checkpoints. :func:`import_musicnn` reads one
 with genretag.pretrained.tfbundle and writes a genretag checkpoint: the trunk
-genretag.models.musicnn_original.MusicnnOriginal, the genre head (dropout + the tag layer), the
-musicnn front-end (genretag.features.MusicnnMel), 187-frame windows, the tag names, a default
-genre map and a model card. :func:`resolve_checkpoint` turns ``musicnn:MSD`` (or ``musicnn-msd``)
-into such a file in the user's cache, converting it on first use.
+(genretag.models.musicnn_original.MusicnnOriginal for MSD_musicnn and MTT_musicnn,
+genretag.models.musicnn_vgg.MusicnnVGG for MSD_vgg and MTT_vgg), the genre head (dropout + the
+tag layer), the musicnn front-end (genretag.features.MusicnnMel), 187-frame windows, the tag
+names, a default genre map and a model card. :func:`resolve_checkpoint` turns ``musicnn:MSD``
+(or ``musicnn-msd``; ``musicnn:MSD_vgg`` or ``musicnn-msd-vgg``) into such a file in the user's
+cache, converting it on first use.
 
-Weights: TF conv kernels are HWIO, torch's OIHW (the mid-end's (7, C, 1, O) becomes a Conv1d's
-(O, C, 7)); dense kernels are (in, out), torch's (out, in); a batch norm's gamma, beta,
+Weights: TF conv kernels are HWIO, torch's OIHW (musicnn's mid-end (7, C, 1, O) becomes a
+Conv1d's (O, C, 7)); dense kernels are (in, out), torch's (out, in); a batch norm's gamma, beta,
 moving_mean, moving_variance are weight, bias, running_mean, running_var (epsilon 0.001 in the
-module). Layers are named in creation order (conv2d, conv2d_1, ...; batch_normalization_N).
+module). Each architecture has a table (:data:`LAYOUTS`) from our module to the TF layer; TF named
+layers in creation order (conv2d, conv2d_1, ...; batch_normalization_N) unless the code named
+them (the vgg's 1CNN ... 5CNN).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import importlib.util
 import logging
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +41,6 @@ from genretag.pretrained.tfbundle import read_bundle
 
 log = logging.getLogger(__name__)
 
-TRUNK = "genretag.models.musicnn_original.MusicnnOriginal"
 FRAMES = 187  # musicnn's patch: librosa.time_to_frames(3 s) + 1
 HOP = 256
 WINDOW_SECONDS = FRAMES * HOP / 16_000  # 2.992 s = 47,872 samples -> 187 frames (MusicnnMel)
@@ -59,28 +63,63 @@ MTT_LABELS = ['guitar', 'classical', 'slow', 'techno', 'strings', 'drums', 'elec
     'male vocal', 'no vocal', 'pop', 'soft', 'sitar', 'solo', 'man', 'classic', 'choir', 'voice',
     'new age', 'dance', 'male voice', 'female vocal', 'beats', 'harp', 'cello', 'no voice',
     'weird', 'country', 'metal', 'female voice', 'choral']  # fmt: skip
-# name -> (musicnn's folder, labels, data set, default genre map)
+# name -> (musicnn's folder, labels, data set, default genre map); the folder's suffix names the
+# architecture (its LAYOUTS entry)
+MSD = "Million Song Dataset, Last.fm's 50 most common tags"
+MTT = "MagnaTagATune, its 50 most common tags"
 MODELS: dict[str, tuple[str, list[str], str, str]] = {
-    "msd": ("MSD_musicnn", MSD_LABELS, "Million Song Dataset, Last.fm's 50 most common tags",
-            "musicnn_msd.yaml"),
-    "mtt": ("MTT_musicnn", MTT_LABELS, "MagnaTagATune, its 50 most common tags",
-            "musicnn_mtt.yaml"),
-}  # fmt: skip
-MAPS = Path(__file__).parent / "maps"
-# our state-dict prefix -> TF layer, in musicnn's creation order
-CONVS = {f"trunk.front.{i}": f"conv2d{'_' + str(i) if i else ''}" for i in range(5)} | {
-    f"trunk.mid.{i}": f"conv2d_{i + 5}" for i in range(3)
+    "msd": ("MSD_musicnn", MSD_LABELS, MSD, "musicnn_msd.yaml"),
+    "mtt": ("MTT_musicnn", MTT_LABELS, MTT, "musicnn_mtt.yaml"),
+    "msd-vgg": ("MSD_vgg", MSD_LABELS, MSD, "musicnn_msd.yaml"),
+    "mtt-vgg": ("MTT_vgg", MTT_LABELS, MTT, "musicnn_mtt.yaml"),
 }
-NORMS = {"trunk.input_norm": "batch_normalization"}
-NORMS |= {f"trunk.front.{i}.norm": f"batch_normalization_{i + 1}" for i in range(5)}
-NORMS |= {f"trunk.mid.{i}.norm": f"batch_normalization_{i + 6}" for i in range(3)}
-NORMS |= {"trunk.pool_norm": "batch_normalization_9", "trunk.dense_norm": "batch_normalization_10"}
-DENSES = {"trunk.dense": "dense", "head.1": "dense_1"}
+MAPS = Path(__file__).parent / "maps"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One architecture: its trunk, and our state-dict module -> its TF layer, by kind."""
+
+    trunk: str
+    conv2d: dict[str, str]
+    norms: dict[str, str]
+    denses: dict[str, str]
+    conv1d: dict[str, str] = field(default_factory=dict)  # TF (k, C, 1, O) over a whole axis
+
+
+_MUSICNN_NORMS = {"trunk.input_norm": "batch_normalization"}
+_MUSICNN_NORMS |= {f"trunk.front.{i}.norm": f"batch_normalization_{i + 1}" for i in range(5)}
+_MUSICNN_NORMS |= {f"trunk.mid.{i}.norm": f"batch_normalization_{i + 6}" for i in range(3)}
+_MUSICNN_NORMS |= {"trunk.pool_norm": "batch_normalization_9"}
+_MUSICNN_NORMS |= {"trunk.dense_norm": "batch_normalization_10"}
+LAYOUTS = {
+    "musicnn": Layout(
+        trunk="genretag.models.musicnn_original.MusicnnOriginal",
+        conv2d={f"trunk.front.{i}.conv": f"conv2d{'_' + str(i) if i else ''}" for i in range(5)},
+        conv1d={f"trunk.mid.{i}.conv": f"conv2d_{i + 5}" for i in range(3)},
+        norms=_MUSICNN_NORMS,
+        denses={"trunk.dense": "dense", "head.1": "dense_1"},
+    ),
+    "vgg": Layout(
+        trunk="genretag.models.musicnn_vgg.MusicnnVGG",
+        conv2d={f"trunk.blocks.{i}.conv": f"{i + 1}CNN" for i in range(5)},
+        norms={"trunk.input_norm": "batch_normalization"}
+        | {f"trunk.blocks.{i}.norm": f"batch_normalization_{i + 1}" for i in range(5)},
+        denses={"head.1": "dense"},
+    ),
+}
+
+
+def layout(name: str) -> Layout:
+    """The architecture of musicnn model ``name``: its folder's suffix (MSD_vgg -> vgg)."""
+    return LAYOUTS[MODELS[model_name(name)][0].split("_", 1)[1]]
 
 
 def model_name(name: str) -> str:
-    """``msd``/``mtt`` from ``musicnn-msd``, ``MSD``, ``musicnn:MTT``, ``MSD_musicnn`` ..."""
-    key = name.lower().removeprefix("musicnn").strip(":-_").removesuffix("_musicnn")
+    """``msd``/``mtt``/``msd-vgg``/``mtt-vgg`` from ``musicnn-msd``, ``MSD``, ``musicnn:MTT``,
+    ``MSD_musicnn``, ``musicnn-msd-vgg``, ``musicnn:MSD_vgg`` ..."""
+    key = name.lower().replace("_", "-").removeprefix("musicnn").strip(":-")
+    key = key.removesuffix("-musicnn")
     if key not in MODELS:
         raise ConfigError(
             f"{name!r}: not a musicnn model; use one of "
@@ -104,32 +143,32 @@ def package_version() -> str:
         return "unknown"
 
 
-def state_dict(tensors: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+def state_dict(tensors: dict[str, np.ndarray], layers: Layout) -> dict[str, torch.Tensor]:
     """TF variables (name -> array) -> genretag's ``trunk.*`` and ``head.*`` tensors."""
     out: dict[str, torch.Tensor] = {}
-    for ours, tf in CONVS.items():
+    convs = [(ours, tf, False) for ours, tf in layers.conv2d.items()]
+    for ours, tf, flat in convs + [(ours, tf, True) for ours, tf in layers.conv1d.items()]:
         kernel = tensors[f"{tf}/kernel"]  # HWIO
-        if ours.startswith("trunk.mid"):  # (7, C, 1, O) -> Conv1d (O, C, 7)
-            weight = kernel[:, :, 0, :].transpose(2, 1, 0)
-        else:
-            weight = kernel.transpose(3, 2, 0, 1)
-        out[f"{ours}.conv.weight"] = torch.from_numpy(np.ascontiguousarray(weight))
-        out[f"{ours}.conv.bias"] = torch.from_numpy(tensors[f"{tf}/bias"])
-    for ours, tf in NORMS.items():
+        # (7, C, 1, O) -> Conv1d (O, C, 7); HWIO -> OIHW
+        weight = kernel[:, :, 0, :].transpose(2, 1, 0) if flat else kernel.transpose(3, 2, 0, 1)
+        out[f"{ours}.weight"] = torch.from_numpy(np.ascontiguousarray(weight))
+        out[f"{ours}.bias"] = torch.from_numpy(tensors[f"{tf}/bias"])
+    for ours, tf in layers.norms.items():
         for name, var in (("weight", "gamma"), ("bias", "beta"), ("running_mean", "moving_mean"),
                           ("running_var", "moving_variance")):  # fmt: skip
             out[f"{ours}.{name}"] = torch.from_numpy(tensors[f"{tf}/{var}"])
         out[f"{ours}.num_batches_tracked"] = torch.tensor(0)
-    for ours, tf in DENSES.items():
+    for ours, tf in layers.denses.items():
         out[f"{ours}.weight"] = torch.from_numpy(np.ascontiguousarray(tensors[f"{tf}/kernel"].T))
         out[f"{ours}.bias"] = torch.from_numpy(tensors[f"{tf}/bias"])
     return out
 
 
-def tf_names() -> list[str]:
-    """The 64 TF variables inference needs."""
-    names = [f"{tf}/{v}" for tf in [*CONVS.values(), *DENSES.values()] for v in ("kernel", "bias")]
-    names += [f"{tf}/{v}" for tf in NORMS.values()
+def tf_names(layers: Layout = LAYOUTS["musicnn"]) -> list[str]:
+    """The TF variables inference needs (64 for musicnn, 36 for the vgg)."""
+    weighted = [*layers.conv2d.values(), *layers.conv1d.values(), *layers.denses.values()]
+    names = [f"{tf}/{v}" for tf in weighted for v in ("kernel", "bias")]
+    names += [f"{tf}/{v}" for tf in layers.norms.values()
               for v in ("gamma", "beta", "moving_mean", "moving_variance")]  # fmt: skip
     return names
 
@@ -152,20 +191,22 @@ def genre_map(name: str) -> dict[str, Any]:
 
 
 def build_checkpoint(name: str) -> dict[str, Any]:
-    """The genretag checkpoint of musicnn model ``name`` (msd/mtt), from the installed package."""
+    """The genretag checkpoint of musicnn model ``name`` (see :data:`MODELS`), from the
+    installed package."""
     key = model_name(name)
     folder_name, labels, data, _ = MODELS[key]
     folder = package_folder() / folder_name
-    tensors = read_bundle(f"{folder}/", tf_names())
+    layers = layout(key)
+    tensors = read_bundle(f"{folder}/", tf_names(layers))
     version = package_version()
     hparams = {
         "labels": list(labels), "task": "multilabel", "sample_rate": 16_000,
         "window_seconds": WINDOW_SECONDS, "pad_mode": "zero", "n_fft": 512, "hop_length": HOP,
         "n_mels": 96, "f_min": 0.0, "f_max": 8000.0, "frontend": "musicnn",
-        "trunk": {"class_path": TRUNK, "init_args": {}}, "dropout": 0.5, "threshold": 0.5,
+        "trunk": {"class_path": layers.trunk, "init_args": {}}, "dropout": 0.5, "threshold": 0.5,
         "spec_augment": False, "init_from": None, "genre_tree": None, "genre_map": genre_map(key),
     }  # fmt: skip
-    state = state_dict(tensors)
+    state = state_dict(tensors, layers)
     state["label_thresholds"] = torch.full((len(labels),), 0.5)
     card = {
         "task": "multilabel",
@@ -213,12 +254,12 @@ def cache_dir() -> Path:
 
 
 def is_published(spec: str) -> bool:
-    """Whether ``spec`` names a published model (``musicnn-msd``, ``musicnn:MTT`` ...)."""
-    return bool(re.fullmatch(r"(?i)musicnn[:\-_]\w+", spec)) and not os.path.exists(spec)
+    """Whether ``spec`` names a published model (``musicnn-msd``, ``musicnn:MTT_vgg`` ...)."""
+    return bool(re.fullmatch(r"(?i)musicnn[:\-_][\w-]+", spec)) and not os.path.exists(spec)
 
 
 def resolve_checkpoint(spec: str) -> str:
-    """The file behind a ``--ckpt`` value: ``musicnn:MSD``/``musicnn-msd`` (and MTT) become the
+    """The file behind a ``--ckpt`` value: ``musicnn:MSD``/``musicnn-msd`` (MTT, the vgg) become the
     converted checkpoint in :func:`cache_dir` (converted on first use, again when the installed
     musicnn's version changes); any other value is returned unchanged."""
     text = str(spec)

@@ -44,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     add = p.add_argument
     add("inputs", nargs="+", metavar="PATH", help="audio files, folders (recursive) or globs")
     add("--ckpt", action="append", required=True, metavar="FILE",
-        help="a checkpoint, or musicnn-msd / musicnn-mtt (musicnn's published weights, "
-        "converted from the installed musicnn package on first use); repeat for an ensemble")  # fmt: skip
+        help="a checkpoint, or musicnn-msd / musicnn-mtt / musicnn-msd-vgg / musicnn-mtt-vgg "
+        "(musicnn's published weights, converted from the installed musicnn package on first "
+        "use); repeat for an ensemble")  # fmt: skip
     add("--out", type=Path, metavar="FILE", help="results table, .csv or .jsonl (resumable)")
     add("--top-k", type=int, default=3, metavar="K", help="genres listed/written per file (3)")
     add(
