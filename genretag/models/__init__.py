@@ -20,12 +20,13 @@ from genretag.errors import ConfigError
 from genretag.models.crnn import CRNN
 from genretag.models.fcn import FCN
 from genretag.models.musicnn import Musicnn
+from genretag.models.musicnn_crnn import MusicnnCRNN
 from genretag.models.musicnn_original import MusicnnOriginal
 from genretag.models.resnet import ShortChunkResNet
 
 TRUNKS: dict[str, type[nn.Module]] = {
     f"{cls.__module__}.{cls.__name__}": cls
-    for cls in (CRNN, FCN, Musicnn, MusicnnOriginal, ShortChunkResNet)
+    for cls in (CRNN, FCN, Musicnn, MusicnnCRNN, MusicnnOriginal, ShortChunkResNet)
 }
 _SHORT = {f"genretag.models.{cls.__name__}": path for path, cls in TRUNKS.items()}
 
@@ -161,6 +162,7 @@ __all__ = [
     "CRNN",
     "FCN",
     "Musicnn",
+    "MusicnnCRNN",
     "MusicnnOriginal",
     "ShortChunkResNet",
     "build_trunk",
