@@ -25,14 +25,19 @@ from torch import Tensor, nn
 
 from genretag import constants
 from genretag.checkpoint import load_checkpoint, load_weights
+from genretag.errors import ConfigError
 from genretag.features import FRONTEND_DEFAULTS, FRONTEND_KEYS, Frontend, build_frontend
 from genretag.heads import Task, make_head
-from genretag.models import build_trunk
+from genretag.models import build_trunk, canonical_trunk, shared_layers, trunk_path
 from genretag.pretrained import resolve_checkpoint
 from genretag.windows import PadMode
 
 # Hyper-parameters that must match for trunk weights to be reusable (transfer, checks).
 TRUNK_KEYS = ("trunk", "channels", "gru_hidden", "gru_layers")
+WHOLE_TRUNK_HINT = (
+    "its trunk is not this model's; use --model.trunk/channels/gru_hidden/gru_layers as in its "
+    "training"
+)
 
 
 class Network(nn.Module):
@@ -135,6 +140,53 @@ class Network(nn.Module):
     def frontend_settings(self) -> dict[str, Any]:
         """The settings that define the front-end (equal for ensemble members and transfer)."""
         return {key: self.hparams.get(key, FRONTEND_DEFAULTS.get(key)) for key in FRONTEND_KEYS}
+
+    def transfer_trunk(self, path: str) -> str:
+        """Initialise the trunk from the checkpoint ``path`` (``model.init_from``); the head is
+        untouched. Returns what was copied, for the log.
+
+        The front-end settings must equal the file's. A trunk of the file's class and settings
+        is copied whole; a trunk whose ``transfers_from`` names the file's trunk class
+        (genretag.models) takes the layers named there, every tensor of them present in the
+        file with the same shape. Anything else: one-line ConfigError naming the setting.
+        """
+        path = resolve_checkpoint(path)
+        theirs = load_checkpoint(path)["hyper_parameters"]
+        source = trunk_path(theirs.get("trunk"))
+        layers = shared_layers(self.trunk, source)
+        if layers:
+            self._check_settings(FRONTEND_KEYS, theirs, path)
+        else:  # the whole trunk: its settings too (channels and gru_* size the CRNN only)
+            trunk_keys = TRUNK_KEYS if self.hparams["trunk"] is None else TRUNK_KEYS[:1]
+            self._check_settings(FRONTEND_KEYS + trunk_keys, theirs, path)
+        state = Network.load(path).trunk.state_dict()
+        if not layers:
+            load_weights(self.trunk, state, path, hint=WHOLE_TRUNK_HINT)
+            return f"the trunk ({len(state)} tensors)"
+        shared = nn.ModuleDict({name: getattr(self.trunk, name) for name in layers})
+        state = {k: v for k, v in state.items() if k.split(".", 1)[0] in layers}
+        init_args = (theirs.get("trunk") or {}).get("init_args") or {}
+        hint = (
+            f"set --model.trunk.init_args as in its {source.rsplit('.', 1)[1]} trunk "
+            f"({init_args or 'the defaults'}) to reuse its {', '.join(layers)}"
+        )
+        load_weights(shared, state, path, hint=hint)
+        return f"the trunk's {', '.join(layers)} ({len(state)} tensors of its {source})"
+
+    def _check_settings(self, keys: tuple[str, ...], theirs: Mapping[str, Any], path: str) -> None:
+        """ConfigError naming the first of ``keys`` whose value differs from the file's."""
+        for key in keys:
+            mine, other = self.hparams[key], theirs.get(key, FRONTEND_DEFAULTS.get(key))
+            if key == "channels":
+                mine, other = tuple(mine), tuple(other or ())
+            if key == "trunk":
+                mine, other = canonical_trunk(mine), canonical_trunk(other)
+            if mine != other:
+                where = "--data.sample_rate" if key == "sample_rate" else f"--model.{key}"
+                raise ConfigError(
+                    f"model.init_from: {path} has {key}={other!r} but this model has "
+                    f"{key}={mine!r}; set {where} to {other!r} to reuse its trunk"
+                )
 
     @classmethod
     def build(cls, hparams: Mapping[str, Any]) -> Network:

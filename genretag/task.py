@@ -19,16 +19,15 @@ import torch
 from torch import Tensor, nn
 
 from genretag import tensorboard
-from genretag.checkpoint import load_checkpoint, load_weights
+from genretag.checkpoint import load_checkpoint
 from genretag.data.datasets import Batch
 from genretag.errors import ConfigError
-from genretag.features import FRONTEND_DEFAULTS, FRONTEND_KEYS, SpecAugment
+from genretag.features import SpecAugment
 from genretag.heads import Head
 from genretag.inference import Combine, Predictor, load_predictor
 from genretag.metrics import ClipPredictions, best_f1_thresholds, bootstrap_intervals
-from genretag.models import canonical_trunk
-from genretag.network import TRUNK_KEYS, Network
-from genretag.pretrained import resolve_checkpoint
+from genretag.models import frozen_modules
+from genretag.network import Network
 
 log = logging.getLogger(__name__)
 FEW_STEPS = 200  # optimizer steps below which configure_optimizers warns
@@ -65,8 +64,10 @@ class TaggingTask(pl.LightningModule):
             spec_augment: time/frequency masking of training log-mels.
             mixup_alpha: Beta(alpha, alpha) waveform mixup of training pairs; 0 disables.
             init_from: a genretag checkpoint whose front-end and trunk start this model (transfer);
-                the head is new. Its front-end and trunk settings must equal these.
-            freeze_trunk_epochs: train only the head for this many first epochs.
+                the head is new. Its front-end and trunk settings must equal these, or its trunk
+                class be one this trunk takes layers from (``transfers_from``, genretag.models).
+            freeze_trunk_epochs: train only the head for this many first epochs (a trunk with
+                ``frozen_layers`` freezes those alone: MusicnnCRNN's GRU trains throughout).
             bootstrap_draws: resamples of the test tracks for the 95% intervals of the macro
                 ROC-AUC and PR-AUC (``test/roc_auc_lo``/``_hi`` ...); 0 turns them off.
             ensemble: checkpoints that ``test`` and ``predict`` score with instead of this
@@ -309,50 +310,31 @@ class TaggingTask(pl.LightningModule):
             self._transferred = True
 
     def load_trunk(self, path: str) -> None:
-        """Copy the trunk of another genretag checkpoint into this model; the head stays new."""
-        path = resolve_checkpoint(path)
-        theirs = load_checkpoint(path)["hyper_parameters"]
-        # channels and gru_* size the CRNN only; another trunk is named by class path and args
-        crnn_only = TRUNK_KEYS[1:] if self.hparams.trunk is not None else ()
-        for key in [k for k in FRONTEND_KEYS + TRUNK_KEYS if k not in crnn_only]:
-            mine, other = self.hparams[key], theirs.get(key, FRONTEND_DEFAULTS.get(key))
-            if key == "channels":
-                mine, other = tuple(mine), tuple(other or ())
-            if key == "trunk":
-                mine, other = canonical_trunk(mine), canonical_trunk(other)
-            if mine != other:
-                where = "--data.sample_rate" if key == "sample_rate" else f"--model.{key}"
-                raise ConfigError(
-                    f"model.init_from: {path} has {key}={other!r} but this model has {key}={mine!r}; "
-                    f"set {where} to {other!r} to reuse its trunk"
-                )
-        trunk = Network.load(path).trunk.state_dict()
-        load_weights(
-            self.trunk,
-            trunk,
-            path,
-            hint="its trunk is not this model's; use --model.trunk/channels/gru_hidden/gru_layers "
-            "as in its training",
-        )
-        log.info("initialised the trunk from %s (%d tensors); the head is new", path, len(trunk))
+        """Copy another genretag checkpoint's trunk, or the layers this trunk shares with it, into
+        this model (genretag.network.Network.transfer_trunk); the head stays new."""
+        copied = self.network.transfer_trunk(path)
+        log.info("initialised %s from %s; the head is new", copied, path)
 
     def _freeze_or_thaw(self) -> None:
+        """Freeze the trunk (or its ``frozen_layers``, genretag.models.frozen_modules) while
+        ``freeze_trunk_epochs`` last, thaw it after."""
         frozen = self.current_epoch < self.hparams.freeze_trunk_epochs
         # Under DDP the gradient reducer was built for every parameter and fails on one that
         # gets no gradient, so there the trunk keeps requires_grad and its gradients are
         # dropped before each optimizer step instead (on_before_optimizer_step).
         self._drop_trunk_grads = frozen and self.trainer.world_size > 1
-        if self.trainer.world_size == 1:
-            for p in self.trunk.parameters():
-                p.requires_grad_(not frozen)
-        # eval() while frozen keeps the BatchNorm statistics of the transferred trunk; train()
-        # after, or BatchNorm and dropout would stay in eval mode for the rest of the run.
-        self.trunk.train(not frozen)
+        for module in frozen_modules(self.trunk):
+            if self.trainer.world_size == 1:
+                module.requires_grad_(not frozen)
+            # eval() while frozen keeps the transferred BatchNorm statistics; train() after, or
+            # BatchNorm and dropout would stay in eval mode for the rest of the run.
+            module.train(not frozen)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self._drop_trunk_grads:
-            for p in self.trunk.parameters():
-                p.grad = None  # AdamW skips a parameter without a gradient (no decay either)
+            for module in frozen_modules(self.trunk):
+                for p in module.parameters():
+                    p.grad = None  # AdamW skips a parameter without a gradient (no decay either)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         theirs = checkpoint.get("hyper_parameters", {}).get("labels")

@@ -12,11 +12,12 @@ from genretag.models import TRUNKS, build_trunk, count_parameters
 from genretag.models.crnn import CRNN
 from genretag.models.fcn import FCN
 from genretag.models.musicnn import Musicnn
+from genretag.models.musicnn_crnn import MusicnnCRNN
 from genretag.models.musicnn_original import MusicnnOriginal
 from genretag.models.musicnn_vgg import MusicnnVGG
 from genretag.models.resnet import ShortChunkResNet
 
-NEW_TRUNKS = [FCN, Musicnn, MusicnnOriginal, ShortChunkResNet]
+NEW_TRUNKS = [FCN, Musicnn, MusicnnCRNN, MusicnnOriginal, ShortChunkResNet]
 FRAMES = {"1 s": 63, "10 s": 626, "30 s": 1876}  # 16 kHz, hop 256: T // 256 + 1
 
 

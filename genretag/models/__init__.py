@@ -5,6 +5,13 @@ The trunk contract: ``__init__(self, n_mels: int = 96, <typed keyword arguments 
 (30 s), an ``out_features: int`` attribute, optionally a ``window_seconds`` class attribute (the
 window the trunk is meant to be trained and evaluated on). ``model.trunk`` in a config picks one
 by ``class_path`` among :data:`TRUNKS` (plain data: nothing is imported from the string).
+
+Transfer (``model.init_from``): a checkpoint's trunk of the same class initialises all of it.
+A trunk that shares layers with another class says so in class attributes:
+``transfers_from: dict[str, tuple[str, ...]]`` (that class's path -> the names of the submodules
+taken from it, same names and shapes there; :func:`shared_layers`) and ``frozen_layers:
+tuple[str, ...]`` (the submodules ``model.freeze_trunk_epochs`` freezes instead of the whole
+trunk; :func:`frozen_modules`).
 """
 
 from __future__ import annotations
@@ -20,13 +27,14 @@ from genretag.errors import ConfigError
 from genretag.models.crnn import CRNN
 from genretag.models.fcn import FCN
 from genretag.models.musicnn import Musicnn
+from genretag.models.musicnn_crnn import MusicnnCRNN
 from genretag.models.musicnn_original import MusicnnOriginal
 from genretag.models.musicnn_vgg import MusicnnVGG
 from genretag.models.resnet import ShortChunkResNet
 
 TRUNKS: dict[str, type[nn.Module]] = {
     f"{cls.__module__}.{cls.__name__}": cls
-    for cls in (CRNN, FCN, Musicnn, MusicnnOriginal, MusicnnVGG, ShortChunkResNet)
+    for cls in (CRNN, FCN, Musicnn, MusicnnCRNN, MusicnnOriginal, MusicnnVGG, ShortChunkResNet)
 }
 _SHORT = {f"genretag.models.{cls.__name__}": path for path, cls in TRUNKS.items()}
 
@@ -63,6 +71,26 @@ def build_trunk(spec: dict[str, Any] | None, n_mels: int, **crnn_defaults: Any) 
     if not isinstance(init_args, dict):
         raise ConfigError(f"model.trunk.init_args: expected a mapping, got {init_args!r}")
     return cls(n_mels=n_mels, **checked_init_args(cls, init_args))
+
+
+def trunk_path(spec: dict[str, Any] | None) -> str:
+    """The full class path of the trunk a spec builds (None: the CRNN)."""
+    cls = CRNN if spec is None else trunk_class(str(spec.get("class_path")))
+    return f"{cls.__module__}.{cls.__name__}"
+
+
+def shared_layers(trunk: nn.Module, source: str) -> tuple[str, ...] | None:
+    """The submodules of ``trunk`` that a trunk of class path ``source`` initialises: () for the
+    same class (all of it), the names ``trunk.transfers_from`` gives for ``source``, else None."""
+    if source == f"{type(trunk).__module__}.{type(trunk).__name__}":
+        return ()
+    return getattr(trunk, "transfers_from", {}).get(source)
+
+
+def frozen_modules(trunk: nn.Module) -> list[nn.Module]:
+    """What ``model.freeze_trunk_epochs`` freezes: the trunk's ``frozen_layers``, else all of it."""
+    names = getattr(trunk, "frozen_layers", ())
+    return [getattr(trunk, name) for name in names] or [trunk]
 
 
 def canonical_trunk(spec: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -162,10 +190,14 @@ __all__ = [
     "CRNN",
     "FCN",
     "Musicnn",
+    "MusicnnCRNN",
     "MusicnnOriginal",
     "ShortChunkResNet",
     "build_trunk",
     "canonical_trunk",
     "count_parameters",
+    "frozen_modules",
+    "shared_layers",
     "trunk_class",
+    "trunk_path",
 ]

@@ -9,8 +9,9 @@ attention (softmax weights) concatenated with the mean, so both "somewhere in th
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
+
+from genretag.models.pooling import attention_mean_pool
 
 
 def _frequency_pools(n_mels: int, blocks: int) -> list[int]:
@@ -65,6 +66,4 @@ class CRNN(nn.Module):
         x = self.convs(x)  # (B, C, 1, F')
         x = x.flatten(1, 2).transpose(1, 2)  # (B, F', C)
         steps, _ = self.gru(x)  # (B, F', 2H)
-        weights = torch.softmax(self.attention(steps).float(), dim=1).to(steps.dtype)  # (B, F', 1)
-        attended = (weights * steps).sum(dim=1)
-        return torch.cat([attended, steps.mean(dim=1)], dim=1)  # (B, 4H)
+        return attention_mean_pool(steps, self.attention)  # (B, 4H)

@@ -17,7 +17,9 @@ semantics (see genretag.pretrained.musicnn for the weight mapping):
 * back-end: max and mean over time, interleaved per channel as TensorFlow flattens them
   ((753, 2) -> 1506), batch norm, dropout, dense (200, ReLU), batch norm: the trunk's output.
 
-The genre head (dropout + the 50-tag dense layer) is genretag's (genretag.heads). Batch norms use
+:class:`MusicnnFeatures` holds the input norm, front and mid-end (the frame features), shared with
+genretag.models.musicnn_crnn.MusicnnCRNN; :class:`MusicnnOriginal` adds the back-end. The genre
+head (dropout + the 50-tag dense layer) is genretag's (genretag.heads). Batch norms use
 TensorFlow's epsilon 0.001 and momentum 0.99 (torch momentum 0.01), so fine-tuning behaves as
 the original did. Any number of frames works; the weights were trained on 187 (3 s).
 """
@@ -91,7 +93,44 @@ class MidBlock(nn.Module):
         return self.norm(torch.relu(self.conv(x)))
 
 
-class MusicnnOriginal(nn.Module):
+class MusicnnFeatures(nn.Module):
+    """Log-mel (B, n_mels, frames) -> musicnn's frame features (B, feature_channels, frames).
+
+    musicnn's input batch norm, front (``front``: 2 timbral + 3 temporal FrontBlocks, 561
+    channels at the default scale) and mid-end (``mid``: 3 MidBlocks); :meth:`features` returns
+    the front's channels and each mid layer's, concatenated (753), which musicnn's back-end pools
+    over time. The trunks built on it (MusicnnOriginal, genretag.models.musicnn_crnn.MusicnnCRNN)
+    keep these layers under these names, so musicnn's converted weights fit both.
+    """
+
+    def __init__(
+        self, n_mels: int = 96, filters_scale: float = 1.6, mid_channels: int = 64
+    ) -> None:
+        super().__init__()
+        timbral, temporal = int(filters_scale * 128), int(filters_scale * 32)
+        self.input_norm = _norm(nn.BatchNorm2d, 1)
+        self.front = nn.ModuleList(
+            [FrontBlock(timbral, 7, int(f * n_mels), (3, 3)) for f in (0.4, 0.7)]
+            + [FrontBlock(temporal, n, 1, same_padding(n)) for n in (128, 64, 32)]
+        )
+        front = 2 * timbral + 3 * temporal
+        self.mid = nn.ModuleList(
+            [MidBlock(front, mid_channels), MidBlock(mid_channels, mid_channels),
+             MidBlock(mid_channels, mid_channels)]
+        )  # fmt: skip
+        self.feature_channels = front + 3 * mid_channels
+
+    def features(self, spec: Tensor) -> Tensor:
+        """(B, n_mels, frames) -> (B, feature_channels, frames): front and mid outputs."""
+        x = self.input_norm(spec.transpose(1, 2).unsqueeze(1))  # (B, 1, frames, mels)
+        front = torch.cat([block(x) for block in self.front], dim=1)  # (B, 561, frames)
+        h1 = self.mid[0](front)
+        h2 = self.mid[1](h1) + h1
+        h3 = self.mid[2](h2) + h2
+        return torch.cat([front, h1, h2, h3], dim=1)  # (B, 753, frames)
+
+
+class MusicnnOriginal(MusicnnFeatures):
     """Log-mel (B, n_mels, frames) -> (B, dense_units): musicnn up to its penultimate layer.
 
     Parameters with the default arguments (n_mels=96): 777,109 (counted in tests/test_trunks.py).
@@ -115,19 +154,8 @@ class MusicnnOriginal(nn.Module):
             dense_units: units of the penultimate dense layer (musicnn: 200; "big": 500).
             dropout: before the penultimate dense layer (musicnn: 0.5).
         """
-        super().__init__()
-        timbral, temporal = int(filters_scale * 128), int(filters_scale * 32)
-        self.input_norm = _norm(nn.BatchNorm2d, 1)
-        self.front = nn.ModuleList(
-            [FrontBlock(timbral, 7, int(f * n_mels), (3, 3)) for f in (0.4, 0.7)]
-            + [FrontBlock(temporal, n, 1, same_padding(n)) for n in (128, 64, 32)]
-        )
-        front = 2 * timbral + 3 * temporal
-        self.mid = nn.ModuleList(
-            [MidBlock(front, mid_channels), MidBlock(mid_channels, mid_channels),
-             MidBlock(mid_channels, mid_channels)]
-        )  # fmt: skip
-        pooled = 2 * (front + 3 * mid_channels)
+        super().__init__(n_mels, filters_scale, mid_channels)
+        pooled = 2 * self.feature_channels
         self.pool_norm = _norm(nn.BatchNorm1d, pooled)
         self.dropout = nn.Dropout(dropout)
         self.dense = nn.Linear(pooled, dense_units)
@@ -135,12 +163,10 @@ class MusicnnOriginal(nn.Module):
         self.out_features = dense_units
 
     def forward(self, spec: Tensor) -> Tensor:
-        x = self.input_norm(spec.transpose(1, 2).unsqueeze(1))  # (B, 1, frames, mels)
-        front = torch.cat([block(x) for block in self.front], dim=1)  # (B, 561, frames)
-        h1 = self.mid[0](front)
-        h2 = self.mid[1](h1) + h1
-        h3 = self.mid[2](h2) + h2
-        x = torch.cat([front, h1, h2, h3], dim=1)  # (B, 753, frames)
+        return self.back_end(self.features(spec))
+
+    def back_end(self, x: Tensor) -> Tensor:
+        """musicnn's back-end: frame features (B, 753, frames) -> (B, dense_units)."""
         # TensorFlow flattens (channels, [max, mean]) row-major: max and mean interleave.
         pooled = torch.stack([x.amax(dim=2), x.mean(dim=2)], dim=2).flatten(1)  # (B, 1506)
         x = self.dense(self.dropout(self.pool_norm(pooled)))
