@@ -192,6 +192,7 @@ __all__ = [
     "Musicnn",
     "MusicnnCRNN",
     "MusicnnOriginal",
+    "MusicnnVGG",
     "ShortChunkResNet",
     "build_trunk",
     "canonical_trunk",
