@@ -176,13 +176,14 @@ def throughput(library: Path, ckpt: Path, workers: int, audio_s: float, tmp: Pat
 
 
 def peak_memory(
-    path: Path, seconds: float, ckpt: Path, workers: int, tmp: Path, extra: tuple = ()
+    path: Path, seconds: float, ckpt: Path, workers: int | None, tmp: Path, extra: tuple = ()
 ) -> dict:
     """``python -m genretag tag`` on a file or folder in a fresh process; its tree's peak memory."""
     out = tmp / f"long-{ckpt.stem}.csv"
     out.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "genretag", "tag", str(path), "--ckpt", str(ckpt)]
-    cmd += ["--out", str(out), "--workers", str(workers), "--quiet", *extra]
+    cmd += ["--out", str(out), "--quiet", *extra]
+    cmd += [] if workers is None else ["--workers", str(workers)]  # None: tag's own default
     wall, children = time.perf_counter(), _children_cpu()
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     main = psutil.Process(proc.pid)
@@ -198,6 +199,7 @@ def peak_memory(
         peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
         time.sleep(0.05)
     wall = time.perf_counter() - wall
+    cpu = _children_cpu() - children
     stderr = proc.stderr.read()
     proc.stderr.close()
     if proc.returncode != 0:
@@ -205,10 +207,11 @@ def peak_memory(
     return {
         "model": ckpt.stem,
         "audio_s": seconds,
-        "workers": workers,
+        "workers": system.default_workers(torch.device("cpu")) if workers is None else workers,
         "wall_s_with_startup": round(wall, 1),
         "x_realtime_with_startup": round(seconds / wall, 1),
-        "x_realtime_per_cpu_s_with_startup": round(seconds / (_children_cpu() - children), 1),
+        "x_realtime_per_cpu_s_with_startup": round(seconds / cpu, 1),
+        "cpu_utilisation": round(cpu / wall / system.available_cores(), 3),  # of all cores
         "peak_pss_mb": round(peak_pss / 2**20),
         "peak_rss_sum_mb": round(peak_rss / 2**20),
     }
@@ -223,7 +226,7 @@ def _scores(out: Path) -> dict[str, np.ndarray]:
 
 
 def precisions(
-    folder: Path, ckpt: Path, precisions: list[str], repeat: int, workers: int, tmp: Path
+    folder: Path, ckpt: Path, precisions: list[str], repeat: int, workers: int | None, tmp: Path
 ) -> dict:
     """Each precision on ``folder`` in fresh processes, interleaved (run r of every precision
     before run r + 1 of any), median of ``repeat`` runs with the load average of each; its
@@ -250,7 +253,12 @@ def precisions(
             "runs": [
                 {
                     k: r[k]
-                    for k in ("x_realtime_with_startup", "wall_s_with_startup", "load_avg_1min")
+                    for k in (
+                        "x_realtime_with_startup",
+                        "wall_s_with_startup",
+                        "cpu_utilisation",
+                        "load_avg_1min",
+                    )  # fmt: skip
                 }
                 for r in mine
             ],
@@ -297,6 +305,9 @@ def main() -> None:
         action="store_true",
         help="with --real: tag its files as they are (whole tracks), not 30 s clips cut from them",
     )
+    parser.add_argument(
+        "--tag-workers", type=int, help="--workers for the precision runs (default: tag's own)"
+    )
     args = parser.parse_args()
     tmp = args.keep or Path(tempfile.mkdtemp(prefix="genretag-bench-"))
     clips, long_s = (8, 600.0) if args.quick else (40, 3600.0)
@@ -318,7 +329,9 @@ def main() -> None:
     runs = 1 if args.quick else args.repeat
     precision_runs = {
         corpus: {
-            name: precisions(folder, Path(trained.get(name, ckpt)), chosen, runs, 1, tmp)
+            name: precisions(
+                folder, Path(trained.get(name, ckpt)), chosen, runs, args.tag_workers, tmp
+            )
             for name, ckpt in ckpts.items()
             if name in args.models and (name == "demo" or not args.quick)
         }
@@ -329,7 +342,7 @@ def main() -> None:
         "cpu": cpu(),
         "load_avg_at_start": round(os.getloadavg()[0], 2),
         "precisions": {
-            "workers": 1,
+            "workers": args.tag_workers or system.default_workers(torch.device("cpu")),
             "trained": trained,
             "real": str(args.real) if args.real else None,
         },
