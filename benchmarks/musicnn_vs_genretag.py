@@ -2,12 +2,12 @@
 
     python benchmarks/musicnn_vs_genretag.py FILE_OR_FOLDER ... \
         [--musicnn-python /work/venv-musicnn-ref/bin/python] [--n 12] \
-        [--model MSD_musicnn|MTT_musicnn|MSD_vgg|MTT_vgg] [--precision auto|fp32|bf16]
+        [--model MSD_musicnn|MTT_musicnn|MSD_vgg|MTT_vgg] [--precision auto|fp32|bf16] [--workers N]
 
 On the same real files in the same run, in this order: ``genretag tag --ckpt musicnn-msd`` (the
 ``--model``'s genretag name: ``musicnn-msd-vgg`` for MSD_vgg ...; ``--precision`` as given)
-(in-process, the checkpoint converted beforehand; ``--workers 0``: decoding is cheap beside this
-network, so both cores run its convolutions, as TensorFlow's threads do for musicnn), musicnn's ``extractor`` (what its
+(in-process, the checkpoint converted beforehand; ``--workers`` as given, else tag's own default:
+one decoding process per two cores, the rest run the network), musicnn's ``extractor`` (what its
 ``top_tags`` runs; in its own TensorFlow virtualenv, see benchmarks/musicnn_reference.py, by
 subprocess: this file with ``--musicnn-worker``), then ``genretag tag`` again. A file's musicnn
 scores are its taggram's mean over patches, as ``top_tags`` ranks them.
@@ -70,13 +70,14 @@ PATCH = 187 * 256
 
 
 def run_genretag(
-    files: list[Path], ckpt: str, out: Path, labels: list[str], precision: str
+    files: list[Path], ckpt: str, out: Path, labels: list[str], precision: str, workers: int | None
 ) -> tuple[float, dict, dict]:
     """Wall seconds of ``genretag tag``, {path: scores (50,)} and {path: genres} from its table."""
     out.unlink(missing_ok=True)
     start = time.perf_counter()
     code = genretag_main(["tag", *map(str, files), "--ckpt", ckpt, "--out", str(out),
-                          "--top-k", "50", "--workers", "0", "--precision", precision])  # fmt: skip
+                          "--top-k", "50", "--precision", precision,
+                          *([] if workers is None else ["--workers", str(workers)])])  # fmt: skip
     wall = time.perf_counter() - start
     assert code == 0, f"genretag tag exited with {code}"
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -139,6 +140,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=12, help="files at most (evenly over inputs)")
     parser.add_argument("--model", default="MSD_musicnn", choices=[m[0] for m in MODELS.values()])
     parser.add_argument("--precision", default="auto", help="genretag tag --precision")
+    parser.add_argument("--workers", type=int, help="genretag tag --workers (default: its own)")
     args = parser.parse_args()
     labels = MODELS[model_name(args.model)][1]
     files = [p.resolve() for p in scan(args.inputs)]
@@ -148,7 +150,7 @@ def main() -> int:
     load = [os.getloadavg()]
     with tempfile.TemporaryDirectory() as tmp:
         wall_a, ours, genres = run_genretag(files, ckpt, Path(tmp) / "a.jsonl", labels,
-                                            args.precision)  # fmt: skip
+                                            args.precision, args.workers)  # fmt: skip
         env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
         start = time.perf_counter()
         subprocess.run([args.musicnn_python, __file__, "--musicnn-worker", f"{tmp}/m.json",
@@ -156,7 +158,9 @@ def main() -> int:
                        stdout=subprocess.DEVNULL)  # fmt: skip
         musicnn_process = time.perf_counter() - start
         theirs_raw = json.loads(Path(f"{tmp}/m.json").read_text())
-        wall_b, _, _ = run_genretag(files, ckpt, Path(tmp) / "b.jsonl", labels, args.precision)
+        wall_b, _, _ = run_genretag(
+            files, ckpt, Path(tmp) / "b.jsonl", labels, args.precision, args.workers
+        )
     load.append(os.getloadavg())
     theirs = {p: np.array(r["scores"]) for p, r in theirs_raw["files"].items()}
     musicnn_wall = sum(r["wall_s"] for r in theirs_raw["files"].values())
@@ -165,6 +169,7 @@ def main() -> int:
     result = {
         "model": args.model,
         "precision": args.precision,
+        "workers": args.workers,
         "files": len(files),
         "audio_s": round(seconds, 1),
         "genretag": {
