@@ -109,9 +109,11 @@ def default_workers(on: torch.device, cores: int | None = None) -> int:
     """Decoding processes when ``--workers`` is not given.
 
     With a GPU the model is rarely the bottleneck: all cores but one decode (at most 16). On the
-    CPU, decoding and the model cost about the same per audio second (Opus: 1/243 core-seconds
-    to decode and resample; the default CRNN's forward 1/275 in bf16, 1/180 in fp32 on one
-    Sapphire Rapids core), so half the cores decode and the other half run the model.
+    CPU, decoding and the model cost about the same per audio second (Opus: about 1/340
+    core-seconds to decode and resample; the default CRNN's forward 1/275 in bf16, 1/180 in fp32
+    on one Sapphire Rapids core), so half the cores decode and the other half run the model. On
+    2 cores, 2 decoders beside 1 inference thread tagged 4 h of real Opus 0.91x as fast with the
+    default CRNN and 1.02-1.12x with the demo model (benchmarks/tagging.py --tag-workers 2).
     """
     cores = available_cores() if cores is None else cores
     if on.type == "cuda":
