@@ -290,7 +290,8 @@ def main() -> None:
     parser.add_argument("--real", type=Path, help="a folder of real music: MP3/Opus corpora")
     parser.add_argument(
         "--ckpt", action="append", default=[], metavar="NAME=FILE",
-        help="a trained checkpoint for model NAME (demo or default) instead of random weights",
+        help="a trained checkpoint for model NAME (demo or default) instead of random weights; "
+        "any other NAME (e.g. msd=musicnn-msd) is one more model for the precision runs",
     )  # fmt: skip
     parser.add_argument(
         "--precisions", nargs="+", choices=("auto", *PRECISIONS), help="(fp32 bf16 int8 auto)"
@@ -321,6 +322,7 @@ def main() -> None:
         write_long_mp3(long_file, long_s)
     ckpts = {name: save_checkpoint(tmp / f"{name}.ckpt", name) for name in MODELS}
     trained = dict(spec.split("=", 1) for spec in args.ckpt)
+    extra = {name: Path(ckpt) for name, ckpt in trained.items() if name not in MODELS}
     audio_s = CLIP_S * clips
     chosen = args.precisions or ["fp32", "bf16", "int8", "auto"]
     corpora = {"synthetic_mp3": library}
@@ -332,8 +334,8 @@ def main() -> None:
             name: precisions(
                 folder, Path(trained.get(name, ckpt)), chosen, runs, args.tag_workers, tmp
             )
-            for name, ckpt in ckpts.items()
-            if name in args.models and (name == "demo" or not args.quick)
+            for name, ckpt in {**ckpts, **extra}.items()
+            if name in [*args.models, *extra] and (name == "demo" or not args.quick)
         }
         for corpus, folder in corpora.items()
     }
