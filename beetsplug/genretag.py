@@ -14,7 +14,7 @@ Enable it in beets' config.yaml::
       workers: null                 # decoding processes (default as `genretag tag`)
       batch_size: null              # windows per batch (8 on CPU, 64 on GPU)
       device: auto                  # auto, cpu, cuda, cuda:1 ...
-      precision: auto               # auto (bf16 on CPUs with AMX/AVX-512 BF16), fp32, bf16, int8
+      precision: auto               # auto (bf16 on CPUs with AMX/AVX-512 BF16; musicnn: fp32), fp32, bf16, int8
       ensemble: arithmetic          # how several checkpoints are averaged (or geometric)
 
 and run ``beet genretag [-p] [-f] [QUERY]``.
@@ -207,7 +207,7 @@ class GenreTagPlugin(BeetsPlugin):
 
         try:
             device = system.device(settings.device)  # the same rules as `genretag tag --device`
-            precision = system.precision(settings.precision, device)  # as `tag --precision`
+            precision = system.precision(settings.precision)  # as `tag --precision`
             predictor = load_predictor(
                 settings.ckpt, device, settings.ensemble, precision=precision
             )

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from genretag.data.datasets import AudioFiles, ClipList, EvalClips, collate
 from genretag.errors import ConfigError
 from genretag.network import Network
-from genretag.system import PRECISIONS, Precision
+from genretag.system import PRECISIONS, Precision, choose_precision
 
 log = logging.getLogger(__name__)
 
@@ -275,12 +275,18 @@ def load_predictor(
     device: torch.device,
     combine: Combine = "arithmetic",
     weights: Sequence[float] | None = None,
-    precision: Precision = "fp32",
+    precision: Precision | Literal["auto"] = "fp32",
     setting: str = "--ckpt",
 ) -> Predictor:
     """A Predictor over checkpoint files (loaded as data, see :meth:`Network.load`), each network
-    at ``precision`` (see :func:`for_inference`); ``setting`` names them in errors."""
-    networks = [for_inference(Network.load(path), device, precision) for path in paths]
+    at ``precision`` (see :func:`for_inference`; ``auto``: :func:`genretag.system.choose_precision`
+    for this machine and that network); ``setting`` names them in errors."""
+    networks = []
+    for path in paths:
+        network = Network.load(path)
+        chosen = choose_precision(device, trunk=network.trunk) if precision == "auto" else precision
+        log.info("%s %s: model arithmetic %s (--precision %s)", setting, path, chosen, precision)
+        networks.append(for_inference(network, device, chosen))
     return Predictor(networks, combine, weights, names=[f"{setting} {p}" for p in paths])
 
 

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 def load(ckpts: Sequence[str], device: torch.device, combine: Combine, precision: str) -> Predictor:
     """THE model load of the cluster path: a Predictor over ``ckpts`` on ``device``, at
     ``precision`` (``auto``: chosen on the machine this runs on, each node its own)."""
-    return load_predictor(ckpts, device, combine, precision=system.precision(precision, device))
+    return load_predictor(ckpts, device, combine, precision=system.precision(precision))
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,16 @@ class MusicnnFeatures(nn.Module):
     the front's channels and each mid layer's, concatenated (753), which musicnn's back-end pools
     over time. The trunks built on it (MusicnnOriginal, genretag.models.musicnn_crnn.MusicnnCRNN)
     keep these layers under these names, so musicnn's converted weights fit both.
+
+    ``auto_bf16 = False``: ``--precision auto`` runs these trunks in fp32 on every machine
+    (genretag.system.choose_precision). In bf16, musicnn's MSD network gave a different top
+    genre from fp32 on 9 of 293 real files and moved a probability by up to 0.022
+    (benchmarks/tagging.py, Debian soundtracks, 5.4 h), beyond the 0.02 and 99% that ``auto``
+    holds a precision to; ``--precision bf16`` still runs them 2.6x faster where the CPU has
+    bf16 arithmetic.
     """
+
+    auto_bf16 = False
 
     def __init__(
         self, n_mels: int = 96, filters_scale: float = 1.6, mid_channels: int = 64

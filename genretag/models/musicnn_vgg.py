@@ -71,6 +71,8 @@ class MusicnnVGG(nn.Module):
     """
 
     window_seconds = 2.992  # 187 frames (47,872 samples) at 16 kHz, hop 256, musicnn front-end
+    # --precision auto keeps fp32, as for musicnn's other network (MusicnnFeatures says why)
+    auto_bf16 = False
 
     def __init__(
         self,

@@ -85,8 +85,7 @@ def _run(args: argparse.Namespace) -> int:
 def _prepare(args: argparse.Namespace) -> tuple[Predictor, Plan]:
     """Load the checkpoints and resolve how the run scores (:class:`Plan`)."""
     device = system.device(args.device)
-    precision = system.precision(args.precision, device)
-    log.info("model arithmetic: %s (--precision %s)", precision, args.precision)
+    precision = system.precision(args.precision)
     ensemble = load_predictor(args.ckpt, device, args.ensemble, precision=precision)
     if errors.VERBOSE:  # what each model is: its card (data, metrics, version)
         for path, network in zip(args.ckpt, ensemble.networks, strict=True):
