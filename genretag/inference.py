@@ -181,7 +181,8 @@ def for_inference(model: Network, device: torch.device, precision: Precision = "
     then sets the trunk's arithmetic (the log-mel front-end always stays fp32):
 
     * ``fp32``: as trained.
-    * ``bf16``: the trunk's weights and activations in bfloat16 (the small head stays fp32).
+    * ``bf16``: the trunk's weights and activations in bfloat16 (the small head stays fp32),
+      or for trunks that set ``bf16_autocast`` (musicnn's) the trunk under bf16 autocast.
       Fast only where oneDNN has bf16 kernels (AVX-512 BF16 / AMX CPUs, GPUs); on other CPUs
       the convs fall back to a slow path (~15x slower).
     * ``int8``: the GRU and Linear layers dynamically quantized (int8 weights, CPU only); the
@@ -210,11 +211,28 @@ class _Cast(nn.Module):
         return self.inner(x.to(self.dtype)).float()
 
 
+class _Autocast(nn.Module):
+    """Runs ``inner`` (fp32 weights) under bf16 autocast: convolutions and matrix products in
+    bf16, normalisations, sums and reductions in fp32; the output comes back float32."""
+
+    def __init__(self, inner: nn.Module, device: torch.device) -> None:
+        super().__init__()
+        self.inner, self.device_type = inner, device.type
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            return self.inner(x).float()
+
+
 def _bf16(model: Network, device: torch.device) -> Network:
-    """The trunk (B, n_mels, frames) in bfloat16 between the fp32 front-end and head."""
+    """The trunk (B, n_mels, frames) in bfloat16 between the fp32 front-end and head: all of it,
+    or under autocast for trunks that set ``bf16_autocast`` (musicnn's)."""
     if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         log.warning("--precision bf16: this CPU has no bf16 kernels (AVX-512 BF16); much slower")
-    model.trunk = _Cast(model.trunk.to(torch.bfloat16), torch.bfloat16)
+    if getattr(model.trunk, "bf16_autocast", False):
+        model.trunk = _Autocast(model.trunk, device)
+    else:
+        model.trunk = _Cast(model.trunk.to(torch.bfloat16), torch.bfloat16)
     return model
 
 

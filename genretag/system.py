@@ -88,7 +88,8 @@ def choose_precision(
     * CPU with native bf16 (``BF16_FLAGS``), torch dispatched for AVX-512 and oneDNN bf16
       kernels: ``bf16`` (the default CRNN's forward 1.45x faster per core on Sapphire Rapids,
       top-1 equal to fp32), unless the trunk sets ``auto_bf16 = False``: musicnn's published
-      networks, whose bf16 scores left fp32's top-1 on 3% of 293 real files.
+      networks, whose bf16 scores left fp32's top genre on 1% (autocast) to 3% (cast whole) of
+      293 real files.
     * any other CPU (AVX2 only, AVX-512 without BF16, ARM): ``fp32``; bf16 there is emulated
       or has no kernel (~15x slower on AVX2).
     * ``int8`` is never chosen: dynamic int8 quantizes the GRU and linear layers only, which

@@ -132,10 +132,11 @@ def test_auto_keeps_musicnns_networks_in_fp32(trunk: str, expected: str) -> None
 def test_load_predictor_chooses_auto_for_each_network(
     ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``--precision auto`` with a CRNN and a musicnn network, on a machine faked to have bf16
-    arithmetic: each gets its own choice, and both score within TOLERANCE of fp32."""
+    """``--precision auto`` and ``bf16`` with a CRNN and a musicnn network, on a machine faked to
+    have bf16 arithmetic: auto is bf16 (cast) for the CRNN and fp32 for musicnn, bf16 is autocast
+    for musicnn, and every choice scores within TOLERANCE of fp32."""
     from genretag import system
-    from genretag.inference import _Cast
+    from genretag.inference import _Autocast, _Cast
 
     torch.manual_seed(0)
     musicnn = TaggingTask(
@@ -149,13 +150,15 @@ def test_load_predictor_chooses_auto_for_each_network(
     monkeypatch.setattr(system, "cpu_flags", lambda: SAPPHIRE_RAPIDS)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
-    for path, cast in ((ckpt, True), (tmp_path / "musicnn.ckpt", False)):
-        auto = load_predictor([str(path)], CPU, precision="auto")
-        assert isinstance(auto.networks[0].trunk, _Cast) == cast, path.name
-        audio = torch.from_numpy(np.stack([_signal(3.0, seed) for seed in range(2)]))
-        fp32 = load_predictor([str(path)], CPU, precision="fp32")
-        diff = auto.window_probabilities(audio) - fp32.window_probabilities(audio)
-        assert float(diff.abs().max()) <= TOLERANCE
+    audio = torch.from_numpy(np.stack([_signal(3.0, seed) for seed in range(2)]))
+    for path, auto, bf16 in ((ckpt, _Cast, _Cast), (tmp_path / "musicnn.ckpt", None, _Autocast)):
+        fp32 = load_predictor([str(path)], CPU, precision="fp32").window_probabilities(audio)
+        for precision, wrapper in (("auto", auto), ("bf16", bf16)):
+            got = load_predictor([str(path)], CPU, precision=precision)
+            trunk = got.networks[0].trunk
+            assert type(trunk) is wrapper if wrapper else not isinstance(trunk, _Cast | _Autocast)
+            diff = got.window_probabilities(audio) - fp32
+            assert float(diff.abs().max()) <= TOLERANCE, (path.name, precision)
 
 
 def test_auto_precision_on_a_gpu_is_fp32() -> None:

@@ -103,14 +103,16 @@ class MusicnnFeatures(nn.Module):
     keep these layers under these names, so musicnn's converted weights fit both.
 
     ``auto_bf16 = False``: ``--precision auto`` runs these trunks in fp32 on every machine
-    (genretag.system.choose_precision). In bf16, musicnn's MSD network gave a different top
-    genre from fp32 on 9 of 293 real files and moved a probability by up to 0.022
-    (benchmarks/tagging.py, Debian soundtracks, 5.4 h), beyond the 0.02 and 99% that ``auto``
-    holds a precision to; ``--precision bf16`` still runs them 2.6x faster where the CPU has
-    bf16 arithmetic.
+    (genretag.system.choose_precision). ``bf16_autocast``: ``--precision bf16`` runs them under
+    bf16 autocast (genretag.inference), not cast whole. On 293 real files (Debian soundtracks,
+    5.4 h; benchmarks/tagging.py), musicnn's MSD network in bf16 kept fp32's top genre on 290
+    under autocast (98.98%, scores within 0.0131) and on 284 cast whole (96.9%, 0.022), so it
+    misses the 99% that ``auto`` holds a precision to; ``--precision bf16`` runs it 2.3x faster
+    than fp32 where the CPU has bf16 arithmetic.
     """
 
     auto_bf16 = False
+    bf16_autocast = True
 
     def __init__(
         self, n_mels: int = 96, filters_scale: float = 1.6, mid_channels: int = 64

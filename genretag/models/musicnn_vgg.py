@@ -71,8 +71,9 @@ class MusicnnVGG(nn.Module):
     """
 
     window_seconds = 2.992  # 187 frames (47,872 samples) at 16 kHz, hop 256, musicnn front-end
-    # --precision auto keeps fp32, as for musicnn's other network (MusicnnFeatures says why)
+    # auto: fp32; bf16: under autocast, as for musicnn's other network (MusicnnFeatures: why)
     auto_bf16 = False
+    bf16_autocast = True
 
     def __init__(
         self,
