@@ -14,7 +14,6 @@ one. Prints one JSON object with the CPU's flags, then a one-line summary starti
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
@@ -23,7 +22,9 @@ import sys
 import time
 
 import torch
-from musicnn_trunks import cpu, network, timed  # benchmarks/ is on the path when run as a script
+
+# benchmarks/ is on the path when run as a script
+from musicnn_trunks import cpu, forward_args, network, timed
 
 from genretag.inference import for_inference
 from genretag.network import Network
@@ -39,12 +40,7 @@ def models() -> dict[str, tuple[Network, float]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--windows", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=20)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = forward_args(__doc__)
     cpu_device = torch.device("cpu")
     precisions = sorted({"fp32", choose_precision(cpu_device)})
     load = [os.getloadavg()]

@@ -62,13 +62,19 @@ def network(trunk: str) -> Network:
                    trunk={"class_path": trunk, "init_args": {}}).eval()  # fmt: skip
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def forward_args(doc: str) -> argparse.Namespace:
+    """The forward benchmarks' options (--windows, --threads, --repeats); torch set to --threads."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--windows", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    return args
+
+
+def main() -> int:
+    args = forward_args(__doc__)
     torch.manual_seed(0)
     audio = torch.randn(args.windows, round(WINDOW_SECONDS * 16_000)) * 0.1
     seconds = args.windows * WINDOW_SECONDS
