@@ -37,16 +37,14 @@ from genretag.inference import for_inference
 from genretag.network import Network
 from genretag.system import choose_precision
 from genretag.tagger import scan
+from genretag.windows import windows
 
 
-def windows(net: Network, path: str) -> torch.Tensor:
-    """The log-mel windows of one file (n, mels, frames), non-overlapping, the tail dropped."""
-    wave = torch.from_numpy(audio_io.decode(path, net.hparams.get("sample_rate", 16_000)))
-    size = round(net.hparams["window_seconds"] * net.hparams.get("sample_rate", 16_000))
-    n = max(1, len(wave) // size)
-    wave = torch.nn.functional.pad(wave, (0, max(0, n * size - len(wave))))[: n * size]
+def log_mels(net: Network, path: str) -> torch.Tensor:
+    """The log-mel of each window ``tag`` scores in one file (n, mels, frames)."""
+    cut = windows(audio_io.decode(path, net.sample_rate), net.window, mode=net.pad_mode)
     with torch.no_grad():  # not inference_mode: the ONNX export traces these tensors
-        return net.frontend(wave.view(n, size))
+        return net.frontend(torch.from_numpy(cut))
 
 
 class Body(torch.nn.Module):
@@ -57,7 +55,7 @@ class Body(torch.nn.Module):
         self.net = net
 
     def forward(self, spec: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net.head(self.net.trunk(spec)))
+        return self.net.probabilities(self.net.head(self.net.trunk(spec)))
 
 
 def torch_runner(body: Body):
@@ -125,7 +123,7 @@ def main() -> int:
     result: dict = {}
     runs = {}
     for name, net in nets.items():
-        specs = [windows(net, f) for f in files]
+        specs = [log_mels(net, f) for f in files]
         calibration, test = specs[: args.calibrate], specs[args.calibrate :]
         engines = {f"torch_{p}": Body(for_inference(copy.deepcopy(net), torch.device("cpu"), p))
                    for p in dict.fromkeys(("fp32", auto))}  # fmt: skip
@@ -137,7 +135,7 @@ def main() -> int:
         means = {e: [run(s).mean(0) for s in test] for e, run in engines_all.items()}
         ref = np.stack(means["torch_fp32"])
         batch = torch.cat(test)[:8]
-        seconds = len(batch) * net.hparams["window_seconds"]
+        seconds = len(batch) * net.window_seconds
         result[name] = {"test_files": len(test), "audio_s_per_batch": seconds}
         for engine, scores in means.items():
             scores = np.stack(scores)

@@ -13,6 +13,10 @@ import soundfile as sf
 import torch
 
 from genretag.inference import for_inference, load_predictor, pool_before_activation
+from genretag.models.crnn import CRNN
+from genretag.models.musicnn_crnn import MusicnnCRNN
+from genretag.models.musicnn_original import MusicnnOriginal
+from genretag.models.musicnn_vgg import MusicnnVGG
 from genretag.system import PRECISIONS, choose_precision
 from genretag.tagger.command import main
 from genretag.task import TaggingTask
@@ -112,21 +116,16 @@ def test_auto_precision_follows_the_cpu(capability, flags, kernels, expected) ->
 @pytest.mark.parametrize(
     ("trunk", "expected"),
     [
-        ("genretag.models.crnn.CRNN", "bf16"),
-        ("genretag.models.musicnn_original.MusicnnOriginal", "fp32"),  # musicnn-msd/-mtt
-        ("genretag.models.musicnn_vgg.MusicnnVGG", "fp32"),  # musicnn-msd-vgg/-mtt-vgg
-        ("genretag.models.musicnn_crnn.MusicnnCRNN", "fp32"),  # musicnn's front and mid-end
+        (CRNN, "bf16"),
+        (MusicnnOriginal, "fp32"),  # musicnn-msd/-mtt
+        (MusicnnVGG, "fp32"),  # musicnn-msd-vgg/-mtt-vgg
+        (MusicnnCRNN, "fp32"),  # musicnn's front and mid-end
     ],
 )
-def test_auto_keeps_musicnns_networks_in_fp32(trunk: str, expected: str) -> None:
+def test_auto_keeps_musicnns_networks_in_fp32(trunk: type, expected: str) -> None:
     """On a bf16 CPU, auto runs genretag's CRNN in bf16 but musicnn's networks in fp32: their
     bf16 scores moved a top genre on 3% of real files (genretag.system.choose_precision)."""
-    from jsonargparse import ArgumentParser
-
-    parser = ArgumentParser()
-    parser.add_argument("--trunk", type=torch.nn.Module)
-    built = parser.instantiate_classes(parser.parse_args(["--trunk", trunk])).trunk
-    assert choose_precision(CPU, "AVX512", SAPPHIRE_RAPIDS, True, trunk=built) == expected
+    assert choose_precision(CPU, "AVX512", SAPPHIRE_RAPIDS, True, trunk=trunk()) == expected
 
 
 def test_load_predictor_chooses_auto_for_each_network(
