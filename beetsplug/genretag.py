@@ -11,7 +11,7 @@ Enable it in beets' config.yaml::
       with_parents: no              # yes: "Electronic; Techno" (FMA's parents first)
       genre_map: null               # a .yaml/.csv genre map (see genretag.vocabulary)
       force: no                     # yes: retag items that already have a genre
-      workers: null                 # decoding processes (default as `genretag tag`)
+      workers: null                 # decoding (on the CPU also scoring) processes, as `genretag tag`
       batch_size: null              # windows per batch (8 on CPU, 64 on GPU)
       device: auto                  # auto, cpu, cuda, cuda:1 ...
       precision: auto               # auto (bf16 on CPUs with AMX/AVX-512 BF16; musicnn: fp32), fp32, bf16, int8

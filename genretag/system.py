@@ -9,8 +9,10 @@ on, so they all run a library the same way.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import os
+import sys
 from collections.abc import Collection, Iterator
 from typing import Literal
 
@@ -113,17 +115,17 @@ def choose_precision(
 def default_workers(on: torch.device, cores: int | None = None) -> int:
     """Decoding processes when ``--workers`` is not given.
 
-    With a GPU the model is rarely the bottleneck: all cores but one decode (at most 16). On the
-    CPU, decoding and the model cost about the same per audio second (Opus: about 1/340
-    core-seconds to decode and resample; the default CRNN's forward 1/275 in bf16, 1/180 in fp32
-    on one Sapphire Rapids core), so half the cores decode and the other half run the model. On
-    2 cores, 2 decoders beside 1 inference thread tagged 4 h of real Opus 0.91x as fast with the
-    default CRNN and 1.02-1.12x with the demo model (benchmarks/tagging.py --tag-workers 2).
+    With a GPU the model is rarely the bottleneck: all cores but one decode (at most 16) and
+    the main process runs the model. On the CPU each worker decodes and runs the model on what
+    it decoded (genretag.tagger.stream), so one worker per core keeps every core busy. The
+    earlier split, half the cores decoding and the other half running the model, left a core
+    idle whenever one side waited: 0.66 of 2 cores busy on 4 h of real Opus tracks, against 0.82
+    now (benchmarks/tagging.py, both on one AVX2 machine).
     """
     cores = available_cores() if cores is None else cores
     if on.type == "cuda":
         return max(1, min(16, cores - 1))
-    return max(1, cores // 2)
+    return max(1, cores)
 
 
 def default_batch_size(on: torch.device) -> int:
@@ -132,23 +134,63 @@ def default_batch_size(on: torch.device) -> int:
 
 
 def cpu_threads(workers: int) -> int:
-    """Torch threads for inference on CPU: the cores the decoding workers leave free.
-
-    Two threads fighting decoders for two cores make the GRU's many small ops ~10x slower.
-    OMP_NUM_THREADS, when set, wins.
+    """Torch threads of the main process on the CPU: the cores the workers leave free (all of
+    them with ``--workers 0``, where it decodes and scores alone). Each worker scores on one
+    thread (genretag.tagger.stream): threads beyond the free cores would fight the workers, and
+    made the GRU's many small ops ~10x slower. OMP_NUM_THREADS, when set, wins.
     """
     if os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()
     return max(1, available_cores() - workers)
 
 
+# glibc's mallopt parameters and their defaults
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_DEFAULT_TRIM, _DEFAULT_MMAP_MAX = 128 * 1024, 65_536
+
+
+def _glibc_mallopt(setting: int, value: int) -> bool:
+    """glibc's ``mallopt``; False where the C library is not glibc (macOS, musl, Windows)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(setting, value))
+
+
+def keep_freed_memory(keep: bool = True) -> bool:
+    """Reuse freed memory for the next batch instead of giving it back to the OS (glibc only).
+
+    A CPU forward allocates and frees its activations on every batch: 100+ MB for the default
+    CRNN's 8 windows of 10 s. glibc maps each block over 32 MB afresh and unmaps it when freed,
+    so every batch paid the kernel to map and zero those pages again: 21-26% of ``tag``'s CPU
+    time on an AVX2 machine, in the kernel. With blocks served from the heap and the heap kept,
+    the process keeps its peak (which it needed anyway) and the default CRNN tags 1.40x faster
+    there. ``keep=False`` restores glibc's defaults and returns the kept memory. Returns whether
+    the setting took (False where the C library is not glibc).
+    """
+    if keep:
+        return _glibc_mallopt(_M_MMAP_MAX, 0) and _glibc_mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    done = _glibc_mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+    done = _glibc_mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM) and done
+    if done:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return done
+
+
 @contextlib.contextmanager
 def inference_threads(on: torch.device, workers: int) -> Iterator[None]:
-    """Within the block, torch uses :func:`cpu_threads` on the CPU; restored after."""
+    """Within the block, torch uses :func:`cpu_threads` on the CPU and freed memory is kept for
+    reuse (:func:`keep_freed_memory`); both restored after."""
     threads = torch.get_num_threads()
+    kept = on.type == "cpu" and keep_freed_memory()
     if on.type == "cpu":
         torch.set_num_threads(cpu_threads(workers))
     try:
         yield
     finally:
         torch.set_num_threads(threads)
+        if kept:
+            keep_freed_memory(False)

@@ -98,3 +98,25 @@ def test_a_padded_clip_differs_by_pad_mode(clips: list[Path], tmp_path: Path) ->
         (result,) = next(iter(infer(clips[:1], predictor, predictor.window, 4, workers=0)))
         scores.append(result.scores)
     assert np.abs(scores[0] - scores[1]).max() > 1e-4
+
+
+def test_workers_that_score_give_what_the_main_process_gives(
+    clips: list[Path], tmp_path: Path
+) -> None:
+    """On the CPU each worker runs the model on the windows it decoded; scores, timelines and
+    embeddings are those of the model run in the main process (``--workers 0``)."""
+    ckpt = save_checkpoint(tmp_path / "model.ckpt", ["a", "b", "c"], window=3.0)
+    predictor = load_predictor([str(ckpt)], torch.device("cpu"))
+    runs = {}
+    for workers in (0, 2):
+        results = infer(
+            clips, predictor, predictor.window, 3, workers, timeline=True, features=True
+        )
+        runs[workers] = {str(r.path): r for batch in results for r in batch}
+    assert len(runs[2]) == len(clips)
+    for path, mine in runs[2].items():
+        main = runs[0][path]
+        np.testing.assert_allclose(mine.scores, main.scores, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(mine.timeline, main.timeline, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(mine.embedding, main.embedding, atol=1e-6, rtol=0)
+        assert mine.starts == main.starts and mine.duration == main.duration

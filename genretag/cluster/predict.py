@@ -63,6 +63,7 @@ class Tagger:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if device.type == "cpu":
             torch.set_num_threads(scoring.threads)
+            system.keep_freed_memory()  # the actor's process scores until the run ends
         with tempfile.TemporaryDirectory(prefix="genretag-ckpt-") as folder:
             paths = []
             for i, (name, data) in enumerate(checkpoints):

@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="how the probabilities of several --ckpt are averaged")  # fmt: skip
     add("--segments", type=float, metavar="S", help="timeline of window scores every S seconds")
     add("--hop", type=float, metavar="S", help="seconds between windows (default: one window)")
-    add("--workers", type=int, metavar="N", help="decoding processes (default: half the cores "
-        "on CPU, the model runs on the other half; all but one with a GPU)")  # fmt: skip
+    add("--workers", type=int, metavar="N", help="processes that decode, and on the CPU also "
+        "run the model (default: one per core; with a GPU all cores but one decode); 0: all "
+        "in this process")  # fmt: skip
     add("--batch-size", type=int, metavar="N", help="windows per batch (8 on CPU, 64 on GPU)")
     add("--precision", choices=("auto", *PRECISIONS), default="auto",
         help="model arithmetic: auto (default: bf16 on CPUs with AMX or AVX-512 BF16, else "

@@ -6,6 +6,11 @@
   files share one :class:`genretag.data.datasets.Batch`.
 * :func:`infer` runs the :class:`~genretag.inference.Predictor` on each batch, keeps each file's
   per-model sums until its last window is in, and yields the finished files' clip scores.
+
+Where the model runs: on a GPU, in the main process, fed by the workers. On the CPU, in each
+worker, on the batch it has just filled (``WindowStream(..., predictor=)``): every worker
+decodes and scores, one core each, and sends back probabilities instead of audio. A decoder
+beside a separate inference thread left a core idle whenever one side waited on the other.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ class WindowStream(IterableDataset):
     A file is in ``ended`` (with its decoded length) once all its windows have been sent, in
     this batch or an earlier one from the same worker. ``starts`` of each window come along in
     ``ended`` order for timelines.
+
+    With a ``predictor``, each batch is scored where it was filled: ``outputs`` holds what
+    :func:`forward` returns and ``audio`` is empty.
     """
 
     def __init__(
@@ -47,10 +55,13 @@ class WindowStream(IterableDataset):
         hop: int,
         batch_size: int,
         pad_mode: PadMode,
+        predictor: Predictor | None = None,
+        features: bool = False,
     ) -> None:
         self.files = [str(f) for f in files]
         self.sample_rate, self.window, self.hop = sample_rate, window, hop
         self.batch_size, self.pad_mode = batch_size, pad_mode
+        self.predictor, self.features = predictor, features
         self.next_file = torch.multiprocessing.Value("q", 0)
 
     def _claim(self) -> Iterator[int]:
@@ -63,6 +74,13 @@ class WindowStream(IterableDataset):
             yield index
 
     def __iter__(self) -> Iterator[Batch]:
+        for batch in self._filled():
+            if self.predictor is not None and len(batch["clip"]):
+                batch["outputs"] = forward(self.predictor, batch["audio"], self.features)
+                batch["audio"] = batch["audio"][:0]
+            yield batch
+
+    def _filled(self) -> Iterator[Batch]:
         batch = _Filling(self.batch_size, self.window)
         for index in self._claim():
             path = self.files[index]
@@ -188,10 +206,19 @@ def infer(
     ``features``: each result's ``embedding`` too, from the same forward pass.
 
     A file's score is :func:`genretag.inference.clip_scores` over all its windows, per model,
-    then :meth:`Predictor.combine`: what ``test`` computes for a clip in one batch.
+    then :meth:`Predictor.combine`: what ``test`` computes for a clip in one batch. On the CPU
+    with ``workers``, the workers run the model too (see the module's docstring).
     """
+    in_workers = workers > 0 and predictor.device.type == "cpu"
     dataset = WindowStream(
-        files, predictor.sample_rate, predictor.window, hop, batch_size, predictor.pad_mode
+        files,
+        predictor.sample_rate,
+        predictor.window,
+        hop,
+        batch_size,
+        predictor.pad_mode,
+        predictor if in_workers else None,
+        features,
     )
     loader = DataLoader(
         dataset,
@@ -228,6 +255,15 @@ def infer(
         yield results
 
 
+def forward(predictor: Predictor, audio: Tensor, features: bool) -> tuple[Tensor, Tensor | None]:
+    """A batch's windows (N, T) -> probabilities (M, N, C) and, with ``features``, the first
+    network's pooled features (N, D), on the CPU: ordinary tensors, which a worker can send."""
+    if features:
+        probs, pooled = predictor.window_outputs(audio)
+        return probs.cpu().clone(), pooled.cpu().clone()
+    return predictor.window_probabilities(audio).cpu().clone(), None
+
+
 def _accumulate(
     batch: Batch,
     predictor: Predictor,
@@ -237,15 +273,12 @@ def _accumulate(
     features: bool = False,
 ) -> None:
     keys, clip = batch["key"], batch["clip"]
+    probs, pooled = batch.get("outputs") or forward(predictor, batch["audio"], features)
     sums = None
-    if features:
-        probs, pooled = predictor.window_outputs(batch["audio"])
-        sums = clip_scores(pooled.cpu(), clip, len(keys)) * torch.bincount(
+    if pooled is not None:
+        sums = clip_scores(pooled, clip, len(keys)) * torch.bincount(
             clip, minlength=len(keys)
         ).view(-1, 1)
-    else:
-        probs = predictor.window_probabilities(batch["audio"])
-    probs = probs.cpu()  # (M, N, C)
     reduced = clip_scores(probs, clip, len(keys), "max" if aggregate == "max" else "mean")
     counts = torch.bincount(clip, minlength=len(keys))
     if aggregate == "mean":
