@@ -12,8 +12,8 @@ windows) and ``default`` (TaggingTask's defaults, Choi et al.'s CRNN, 10 s windo
   decoding workers. ``x_realtime`` is audio seconds per wall second on this machine as it is;
   ``x_realtime_per_cpu_s`` is audio seconds per CPU second of the main process and its workers,
   which holds on a busy machine; ``x_realtime_idle_2_cores`` is what two idle cores allow at
-  best with that CPU use: audio / max(main process CPU, all CPU / 2) (the main process runs
-  inference on one thread while the workers decode). ``decode_only`` is the workers alone.
+  best with that CPU use: audio / max(main process CPU, all CPU / 2) (with workers, each
+  decodes and scores; without, the main process does both). ``decode_only`` is decoding alone.
 * ``long_file``: ``python -m genretag tag`` on one long MP3 in a fresh process; the peak memory
   of its process tree, sampled every 50 ms: PSS summed over the main process and its workers
   (shared pages counted once) and RSS summed (shared pages counted in each: an upper bound).
