@@ -165,10 +165,10 @@ def keep_freed_memory(keep: bool = True) -> bool:
 
     A CPU forward allocates and frees its activations on every batch: 100+ MB for the default
     CRNN's 8 windows of 10 s. glibc maps each block over 32 MB afresh and unmaps it when freed,
-    so every batch paid the kernel to map and zero those pages again: 21-26% of ``tag``'s CPU
-    time on an AVX2 machine, in the kernel. With blocks served from the heap and the heap kept,
-    the process keeps its peak (which it needed anyway) and the default CRNN tags 1.40x faster
-    there. ``keep=False`` restores glibc's defaults and returns the kept memory. Returns whether
+    so every batch paid the kernel to map and zero those pages again: 21-22% of ``tag``'s CPU
+    time with the default CRNN on an AVX2 machine. With blocks served from the heap and the
+    heap kept, the process keeps its peak (which it needed anyway), and the default CRNN
+    tagged 8 real tracks 1.40x faster there. ``keep=False`` restores glibc's defaults and returns the kept memory. Returns whether
     the setting took (False where the C library is not glibc).
     """
     if keep:
