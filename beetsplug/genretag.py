@@ -14,7 +14,7 @@ Enable it in beets' config.yaml::
       workers: null                 # decoding (on the CPU also scoring) processes, as `genretag tag`
       batch_size: null              # windows per batch (8 on CPU, 64 on GPU)
       device: auto                  # auto, cpu, cuda, cuda:1 ...
-      precision: auto               # auto (bf16 on CPUs with AMX/AVX-512 BF16; musicnn: fp32), fp32, bf16, int8
+      precision: auto               # auto (bf16 on CPUs with AMX/AVX-512 BF16; musicnn: fp32 or onnx), fp32, bf16, int8, onnx
       ensemble: arithmetic          # how several checkpoints are averaged (or geometric)
 
 and run ``beet genretag [-p] [-f] [QUERY]``.
@@ -148,7 +148,7 @@ class GenreTagPlugin(BeetsPlugin):
             batch_size=self._number("batch_size", int, low=1, optional=True),
             device=str(c["device"].get() or "auto"),
             ensemble=self._choice("ensemble", ("arithmetic", "geometric")),
-            precision=self._choice("precision", ("auto", "fp32", "bf16", "int8")),
+            precision=self._choice("precision", ("auto", "fp32", "bf16", "int8", "onnx")),
         )
 
     def _checkpoint(self, view: Any) -> str:

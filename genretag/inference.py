@@ -187,6 +187,8 @@ def for_inference(model: Network, device: torch.device, precision: Precision = "
       the convs fall back to a slow path (~15x slower).
     * ``int8``: the GRU and Linear layers dynamically quantized (int8 weights, CPU only); the
       convs stay fp32.
+    * ``onnx``: the trunk in fp32, run by ONNX Runtime (CPU only, the ``genretag[onnx]`` extra;
+      see :mod:`genretag.onnx_trunk`).
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
@@ -197,6 +199,8 @@ def for_inference(model: Network, device: torch.device, precision: Precision = "
         return _bf16(model, device)
     if precision == "int8":
         return _int8(model, device)
+    if precision == "onnx":
+        return _onnx(model, device)
     return model
 
 
@@ -247,6 +251,30 @@ def _int8(model: Network, device: torch.device) -> Network:
                 getattr(model, name), {nn.GRU, nn.Linear}, dtype=torch.qint8
             )
             setattr(model, name, quantized)
+    return model
+
+
+def _onnx(model: Network, device: torch.device) -> Network:
+    """The trunk exported to ONNX and run by ONNX Runtime; ConfigError when it cannot be."""
+    from genretag import onnx_trunk
+
+    if device.type != "cpu":
+        raise ConfigError(f"--precision onnx runs on the CPU only; use --device cpu, not {device}")
+    if not onnx_trunk.available():
+        raise ConfigError(
+            "--precision onnx needs ONNX Runtime: pip install 'genretag[onnx]' (or use fp32)"
+        )
+    noise = torch.randn(2, model.window, generator=torch.Generator().manual_seed(0)) * 0.1
+    with torch.no_grad():
+        example = model.frontend(noise)
+    try:
+        model.trunk = onnx_trunk.OnnxTrunk(model.trunk, example)
+    except Exception as error:  # the exporter's and ONNX Runtime's errors have no common base
+        why = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise ConfigError(
+            f"--precision onnx: this model's trunk cannot run in ONNX Runtime ({why}); "
+            f"use --precision fp32"
+        ) from error
     return model
 
 
@@ -304,7 +332,13 @@ def load_predictor(
         network = Network.load(path)
         chosen = choose_precision(device, trunk=network.trunk) if precision == "auto" else precision
         log.info("%s %s: model arithmetic %s (--precision %s)", setting, path, chosen, precision)
-        networks.append(for_inference(network, device, chosen))
+        try:
+            networks.append(for_inference(network, device, chosen))
+        except ConfigError as error:
+            if precision != "auto" or chosen != "onnx":
+                raise
+            log.warning("%s %s: %s; --precision auto runs it in torch fp32", setting, path, error)
+            networks.append(for_inference(Network.load(path), device, "fp32"))
     return Predictor(networks, combine, weights, names=[f"{setting} {p}" for p in paths])
 
 

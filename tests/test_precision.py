@@ -112,7 +112,10 @@ SAPPHIRE_RAPIDS = {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", 
     ],
 )
 def test_auto_precision_follows_the_cpu(capability, flags, kernels, expected) -> None:
-    assert choose_precision(CPU, capability, flags, kernels) == expected
+    assert choose_precision(CPU, capability, flags, kernels, onnx=False) == expected
+    # with ONNX Runtime installed: the CRNN as before (no faster there), musicnn's network in it
+    assert choose_precision(CPU, capability, flags, kernels, CRNN(), onnx=True) == expected
+    assert choose_precision(CPU, capability, flags, kernels, MusicnnOriginal(), True) == "onnx"
 
 
 @pytest.mark.parametrize(
@@ -127,7 +130,9 @@ def test_auto_precision_follows_the_cpu(capability, flags, kernels, expected) ->
 def test_auto_keeps_musicnns_networks_in_fp32(trunk: type, expected: str) -> None:
     """On a bf16 CPU, auto runs genretag's CRNN in bf16 but musicnn's networks in fp32: their
     bf16 scores moved a top genre on 3% of real files (genretag.system.choose_precision)."""
-    assert choose_precision(CPU, "AVX512", SAPPHIRE_RAPIDS, True, trunk=trunk()) == expected
+    assert choose_precision(CPU, "AVX512", SAPPHIRE_RAPIDS, True, trunk(), onnx=False) == expected
+    with_onnx = choose_precision(CPU, "AVX512", SAPPHIRE_RAPIDS, True, trunk(), onnx=True)
+    assert with_onnx == ("onnx" if trunk is MusicnnOriginal else expected)
 
 
 def test_load_predictor_chooses_auto_for_each_network(

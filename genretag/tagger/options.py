@@ -68,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--batch-size", type=int, metavar="N", help="windows per batch (8 on CPU, 64 on GPU)")
     add("--precision", choices=("auto", *PRECISIONS), default="auto",
         help="model arithmetic: auto (default: bf16 on CPUs with AMX or AVX-512 BF16, else "
-        "fp32; musicnn's networks always fp32), fp32, bf16, int8 (CPU: GRU and linear layers "
-        "quantized)")  # fmt: skip
+        "fp32; musicnn's networks never bf16, and in ONNX Runtime when genretag[onnx] is "
+        "installed), fp32, bf16, int8 (CPU: GRU and linear layers quantized), onnx (CPU: fp32 "
+        "in ONNX Runtime, genretag[onnx])")  # fmt: skip
     add("--device", default="auto", help="auto (a GPU when present), cpu, cuda, cuda:1 ...")
     add("--write-tags", action="store_true", help="write the genres into the files' tags")
     add("--mode", choices=filetags.MODES, default="skip",
