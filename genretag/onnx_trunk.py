@@ -72,6 +72,7 @@ class OnnxTrunk(nn.Module):
             expected = trunk(example)
         self._sessions: dict[int, object] = {}
         got = self(example)
+        self._sessions.clear()  # built again where it runs: DataLoader workers have their own
         if not torch.allclose(got, expected, rtol=0, atol=tolerance):
             difference = float((got - expected).abs().max())
             raise ValueError(f"ONNX Runtime differs from torch by {difference:.2g}")
