@@ -10,15 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
 
 from genretag import onnx_trunk
 from genretag.inference import load_predictor
 from genretag.onnx_trunk import OnnxTrunk
 from genretag.tagger.command import main as tag_main
-from genretag.task import TaggingTask
 from tests.conftest import write_mp3
+from tests.test_precision import save_musicnn
 from tests.test_tagging import save_checkpoint
 
 CPU = torch.device("cpu")
@@ -30,17 +29,9 @@ pytestmark = pytest.mark.skipif(not onnx_trunk.available(), reason="genretag[onn
 def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A CRNN and a musicnn network (the published models' trunk), random weights."""
     root = tmp_path_factory.mktemp("onnx")
-    musicnn = TaggingTask(
-        labels=LABELS, window_seconds=2.992, frontend="musicnn", n_fft=512, hop_length=256,
-        n_mels=96, f_min=0.0, f_max=8000.0,
-        trunk={"class_path": "genretag.models.musicnn_original.MusicnnOriginal", "init_args": {}},
-    )  # fmt: skip
-    trainer = pl.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
-    trainer.strategy.connect(musicnn)
-    trainer.save_checkpoint(root / "musicnn.ckpt")
     return {
         "crnn": save_checkpoint(root / "crnn.ckpt", LABELS, window=3.0),
-        "musicnn": root / "musicnn.ckpt",
+        "musicnn": save_musicnn(root / "musicnn.ckpt", LABELS),
     }
 
 

@@ -55,6 +55,20 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def save_musicnn(path: Path, labels: list[str]) -> Path:
+    """A checkpoint of musicnn's published network (MusicnnOriginal) with random weights."""
+    torch.manual_seed(0)
+    musicnn = TaggingTask(
+        labels=labels, window_seconds=2.992, frontend="musicnn", n_fft=512, hop_length=256,
+        n_mels=96, f_min=0.0, f_max=8000.0,
+        trunk={"class_path": "genretag.models.musicnn_original.MusicnnOriginal", "init_args": {}},
+    )  # fmt: skip
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
+    trainer.strategy.connect(musicnn)
+    trainer.save_checkpoint(path)
+    return path
+
+
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 def test_precision_stays_close_to_fp32(ckpt: Path, precision: str) -> None:
     audio = torch.from_numpy(np.stack([_signal(1.0, seed) for seed in range(8)]))
@@ -144,15 +158,7 @@ def test_load_predictor_chooses_auto_for_each_network(
     from genretag import system
     from genretag.inference import _Autocast, _Cast
 
-    torch.manual_seed(0)
-    musicnn = TaggingTask(
-        labels=LABELS, window_seconds=2.992, frontend="musicnn", n_fft=512, hop_length=256,
-        n_mels=96, f_min=0.0, f_max=8000.0,
-        trunk={"class_path": "genretag.models.musicnn_original.MusicnnOriginal", "init_args": {}},
-    )  # fmt: skip
-    trainer = pl.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
-    trainer.strategy.connect(musicnn)
-    trainer.save_checkpoint(tmp_path / "musicnn.ckpt")
+    save_musicnn(tmp_path / "musicnn.ckpt", LABELS)
     monkeypatch.setattr(system, "cpu_flags", lambda: SAPPHIRE_RAPIDS)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
