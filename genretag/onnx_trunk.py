@@ -22,14 +22,11 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
-import logging
 import os
 import warnings
 
 import torch
 from torch import Tensor, nn
-
-log = logging.getLogger(__name__)
 
 
 def available() -> bool:

@@ -119,9 +119,9 @@ def choose_precision(
     if bf16_kernels is None:
         bf16_kernels = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     native_bf16 = any(flag in flags for flag in BF16_FLAGS)
-    if native_bf16 and bf16_kernels and capability.startswith("AVX512"):
-        if getattr(trunk, "auto_bf16", True):
-            return "bf16"
+    fast_bf16 = native_bf16 and bf16_kernels and capability.startswith("AVX512")
+    if fast_bf16 and getattr(trunk, "auto_bf16", True):
+        return "bf16"
     return "onnx" if onnx and getattr(trunk, "auto_onnx", False) else "fp32"
 
 
