@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from genretag.data import audio, sources
+from genretag.data import audio, libopus, sources
 
 
 def _music(seconds: float, sr: int, channels: int, seed: int = 0) -> np.ndarray:
@@ -137,21 +137,26 @@ def test_downmix_is_bit_identical_to_the_channel_mean(channels: int):
 
 def _libsndfile_only(monkeypatch, read, *args, **kwargs) -> np.ndarray:
     with monkeypatch.context() as m:
-        m.setattr(sources, "opus_frames", lambda *_: None)
+        m.setattr(libopus, "library", lambda: None)
         return read(*args, **kwargs)
 
 
 @pytest.mark.parametrize("channels", [1, 2])
-def test_opus_from_its_start_takes_libopus_via_pyav_with_libsndfiles_samples(
+def test_opus_from_its_start_takes_libopus_with_libsndfiles_samples(
     tmp_path: Path, monkeypatch, channels: int
 ):
-    """``tag`` streams Opus through PyAV's libopus (1.5x faster); training crops seek with
-    libsndfile: both must see the same samples, the same length, in every way a file is read."""
+    """``tag`` streams Opus through libopus directly; training crops seek with libsndfile: both
+    must see the same samples, the same length, in every way a file is read."""
     path = tmp_path / "track.opus"
     sf.write(path, _music(7.0, 48_000, channels), 48_000, format="OGG", subtype="OPUS")
-    taken = []
-    real = sources.opus_frames
-    monkeypatch.setattr(sources, "opus_frames", lambda *a: taken.append(a) or real(*a))
+    taken, real = [], sources.opus_frames
+
+    def spy(*args):
+        blocks = real(*args)
+        taken.extend([args] if blocks is not None else [])
+        return blocks
+
+    monkeypatch.setattr(sources, "opus_frames", spy)
     reads = [
         (audio.decode, path),
         (audio.decode, path, 48_000),
@@ -169,8 +174,8 @@ def test_opus_from_its_start_takes_libopus_via_pyav_with_libsndfiles_samples(
 
 def test_opus_hands_over_to_libsndfile_where_the_fast_path_stops(tmp_path: Path, monkeypatch):
     """A packet libopus rejects (or a demuxer error) mid-file: libsndfile decodes the rest from
-    that sample on, so the file still decodes whole and seamlessly; and without libopus in
-    PyAV's FFmpeg, libsndfile decodes it all."""
+    that sample on, so the file still decodes whole and seamlessly; and where no libopus can be
+    loaded, libsndfile decodes it all."""
     path = tmp_path / "track.opus"
     sf.write(path, _music(7.0, 48_000, 2), 48_000, format="OGG", subtype="OPUS")
     reference = _libsndfile_only(monkeypatch, audio.decode, path, sr=48_000)
@@ -180,16 +185,58 @@ def test_opus_hands_over_to_libsndfile_where_the_fast_path_stops(tmp_path: Path,
         blocks = real(*args)
         yield next(blocks)
         blocks.close()
-        raise ValueError("libopus: Invalid data found when processing input")
+        raise ValueError("libopus: corrupted stream")
 
     monkeypatch.setattr(sources, "opus_frames", stops_after_one_block)
     handed_over = audio.decode(path, sr=48_000)
     assert len(handed_over) == len(reference)
     np.testing.assert_allclose(handed_over, reference, atol=1e-6)
 
-    import av
-
     monkeypatch.setattr(sources, "opus_frames", real)
-    monkeypatch.setattr(av, "codecs_available", av.codecs_available - {"libopus"})
-    assert sources.opus_frames(str(path), 2) is None
+    monkeypatch.setattr(libopus, "library", lambda: None)
+    assert sources.opus_frames(str(path), 2, 48_000) is None
     np.testing.assert_array_equal(audio.decode(path, sr=48_000), reference)
+
+
+def test_opus_made_from_16_khz_audio_keeps_its_pitch(tmp_path: Path, monkeypatch):
+    """libsndfile decodes an Opus file made from 16 kHz audio at 16 kHz (the header's input
+    rate): the fast path must decode at that rate too, not at 48 kHz (3x too slow, pitch down)."""
+    path = tmp_path / "voice.opus"
+    t = np.arange(3 * 16_000) / 16_000
+    sf.write(path, np.sin(2 * np.pi * 440 * t).astype(np.float32) * 0.3, 16_000, format="OGG",
+             subtype="OPUS")  # fmt: skip
+    x = audio.decode(path)
+    np.testing.assert_allclose(x, _libsndfile_only(monkeypatch, audio.decode, path), atol=1e-6)
+    spectrum = np.abs(np.fft.rfft(x[8_000:40_000]))
+    assert np.argmax(spectrum) * 16_000 / 32_000 == pytest.approx(440, abs=1)
+
+
+def _ogg_crc(data: bytes) -> int:
+    crc = 0
+    for byte in data:
+        crc ^= byte << 24
+        for _ in range(8):
+            crc = (crc << 1) ^ (0x04C11DB7 if crc & 0x80000000 else 0)
+            crc &= 0xFFFFFFFF
+    return crc
+
+
+def test_opus_output_gain_is_applied_as_libsndfile_does(tmp_path: Path, monkeypatch):
+    """ReplayGain tools (rsgain, loudgain) write the loudness correction into the OpusHead's
+    output gain; every decoder must apply it."""
+    path = tmp_path / "normalised.opus"
+    sf.write(path, _music(3.0, 48_000, 2), 48_000, format="OGG", subtype="OPUS")
+    plain = audio.decode(path)
+    data = bytearray(path.read_bytes())  # the first Ogg page holds the OpusHead packet alone
+    segments = data[26]
+    head, end = 27 + segments, 27 + segments + sum(data[27 : 27 + segments])
+    assert data[head : head + 8] == b"OpusHead"
+    data[head + 16 : head + 18] = (-6 * 256).to_bytes(2, "little", signed=True)  # -6 dB, Q7.8
+    data[22:26] = bytes(4)
+    data[22:26] = _ogg_crc(bytes(data[:end])).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    quieter = audio.decode(path)
+    np.testing.assert_allclose(
+        quieter, _libsndfile_only(monkeypatch, audio.decode, path), atol=1e-6
+    )
+    assert np.abs(quieter).max() / np.abs(plain).max() == pytest.approx(10 ** (-6 / 20), rel=1e-4)

@@ -4,7 +4,7 @@ Everything that needs samples calls :func:`decode` (a clip or a crop) or :func:`
 file in blocks). Both return float32 mono at the requested sample rate:
 
 * libsndfile (via soundfile) first: WAV/FLAC/OGG/Opus/AIFF/MP3 with sample-exact seeking (and,
-  for Ogg Opus read from its start, the same libopus arithmetic through PyAV, 1.5x faster);
+  for Ogg Opus read from its start, the same libopus arithmetic called directly, 2.2x faster);
 * PyAV (FFmpeg) for what libsndfile cannot open (M4A/AAC, WMA, ...);
 * the channels are averaged first, then soxr (HQ) resamples the mono signal.
 

@@ -17,14 +17,15 @@ a stream longer than ``CHUNK_SAMPLES`` repeats that per chunk. The result equals
 of the whole file (and FFmpeg's decode) sample for sample, at 2-3x the speed of FFmpeg via PyAV.
 
 Ogg Opus read from its start (``tag``'s streams, whole clips) goes through the same libopus
-arithmetic faster: PyAV's Ogg demuxer and FFmpeg's ``libopus`` decoder (not FFmpeg's own Opus
-decoder, whose samples differ by up to 0.2), asked for packed float at 48 kHz as libsndfile
-decodes. On real recordings that gives libsndfile's samples (largest difference 4e-7, the same
-length) at 1.5x its speed; libsndfile's own Opus build is the slower one. Where that path does
-not apply (no libopus in PyAV's FFmpeg, more than two channels, a stream PyAV cannot open) or
-stops early (a damaged packet, a demuxer error), libsndfile decodes from where it stopped, so
-the samples are never fewer than libsndfile alone would give. Crops that start later (training)
-seek with libsndfile.
+arithmetic faster: PyAV's Ogg demuxer hands the packets to libopus, called directly
+(:mod:`genretag.data.libopus`), at the rate libsndfile decodes at (the header's input rate where
+libopus has it, else 48 kHz), with the pre-skip and output gain libsndfile applies. On real
+recordings that gives libsndfile's samples (largest difference 4e-7, the same length) at 2.2x its
+speed, and 1.2x FFmpeg's libopus wrapper, whose frames PyAV converts one by one (and which always
+decodes at 48 kHz). Where that path does not apply (no libopus found, more than two channels, a
+stream PyAV cannot open) or stops early (a damaged packet, a demuxer error), libsndfile decodes
+from where it stopped, so the samples are never fewer than libsndfile alone would give. Crops that
+start later (training) seek with libsndfile.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from collections.abc import Iterator
 import numpy as np
 import soundfile as sf
 
+from genretag.data import libopus
+
 MPEG_FRAME = 1152  # samples per MPEG-1 Layer III frame (MPEG-2's 576 divides it)
 # Pre-roll before an MP3 seek target: after a seek libsndfile's decoder is wrong for up to 4 frames
 # at low bit rates (2 at FMA's 320 kbit/s); 8 frames (0.2 s at 44.1 kHz) leaves a margin.
@@ -45,7 +48,7 @@ CHUNK_SAMPLES = 1 << 22  # MP3 samples (frames x channels) per read: 16 MiB, 47 
 BLOCK_FRAMES = 1 << 16  # frames per block from formats that need no care (and from PyAV reads)
 AV_SEEK_PREROLL = 0.5  # seconds decoded before a PyAV seek target (0.2 s is not enough at 22 kHz)
 AV_MAX_BAD_PACKETS = 0.5  # share of undecodable packets above which a file counts as bad
-OPUS_RATE = 48_000  # Opus decodes at 48 kHz in libsndfile, and so here
+OPUS_RATE = 48_000  # Opus's own rate: the pre-skip counts samples at it
 log = logging.getLogger(__name__)
 
 
@@ -114,7 +117,7 @@ class SoundfileSource(Source):
         if start > 0 and start >= self.frames:
             return
         position, end = start, math.inf if count is None else start + count
-        if start == 0 and self.opus:  # libopus through PyAV while it runs clean (module docstring)
+        if start == 0 and self.opus:  # libopus directly while it runs clean (module docstring)
             for block in self._opus(end):
                 position += len(block)
                 yield downmix(block)
@@ -133,7 +136,7 @@ class SoundfileSource(Source):
 
     def _opus(self, end: float) -> Iterator[np.ndarray]:
         """(n, C) blocks of the fast Opus path up to ``end`` (and the header's length)."""
-        blocks = opus_frames(self.handle.name, self.channels)
+        blocks = opus_frames(self.handle.name, self.channels, self.sample_rate)
         position, end = 0, min(end, self.frames)
         try:
             for block in blocks or ():
@@ -143,7 +146,7 @@ class SoundfileSource(Source):
                 if position >= end:
                     return
         except Exception as error:  # a damaged packet, a demuxer error: libsndfile goes on
-            log.debug("%s: libopus via PyAV stopped at %d (%s)", self.handle.name, position, error)
+            log.debug("%s: libopus stopped at %d (%s)", self.handle.name, position, error)
         finally:
             if blocks is not None:
                 blocks.close()  # closes the container
@@ -234,58 +237,52 @@ class AVSource(Source):
                     return
 
 
-def opus_frames(path: str, channels: int) -> Iterator[np.ndarray] | None:
-    """(n, channels) float32 blocks of an Ogg Opus file from its start at 48 kHz, by PyAV's
-    demuxer and FFmpeg's libopus decoder (pre-skip and end trimming applied, as libsndfile
-    does); None where this path does not apply. A packet libopus rejects ends the iteration
-    with ValueError (the caller goes on with libsndfile from there)."""
-    if channels > 2:  # channel mapping family 1: leave the channel order to libsndfile
+def opus_frames(path: str, channels: int, rate: int) -> Iterator[np.ndarray] | None:
+    """(n, channels) float32 blocks of an Ogg Opus file from its start at ``rate`` Hz, by PyAV's
+    demuxer and libopus (pre-skip and output gain applied, as libsndfile does; the caller trims
+    the end to the header's length); None where this path does not apply. A packet libopus
+    rejects ends the iteration with ValueError (the caller goes on with libsndfile from there)."""
+    if libopus.library() is None or rate not in libopus.RATES:
         return None
     try:
         import av
 
-        if "libopus" not in av.codecs_available:
-            return None
         container = av.open(path, metadata_errors="ignore")
     except Exception:
         return None
     try:
         stream = container.streams.audio[0]
+        # OpusHead: "OpusHead", version, channels, pre-skip (u16, 48 kHz samples), input rate
+        # (u32), output gain (s16, Q7.8 dB), channel mapping family (0: mono or stereo)
         head = bytes(stream.codec_context.extradata or b"")
-        if not head.startswith(b"OpusHead") or stream.codec_context.channels != channels:
-            container.close()
-            return None
-        decoder = av.CodecContext.create("libopus", "r")
-        decoder.extradata = head
-        decoder.sample_rate = OPUS_RATE
-        decoder.layout = stream.codec_context.layout
-        decoder.options = {"request_sample_fmt": "flt"}  # packed float, libsndfile's arithmetic
+        if len(head) < 19 or not head.startswith(b"OpusHead") or (head[9], head[18]) != (
+            channels, 0
+        ):  # fmt: skip
+            raise ValueError("not a mono or stereo Opus stream")
+        skip = int.from_bytes(head[10:12], "little") * rate // OPUS_RATE
+        decoder = libopus.Decoder(
+            rate, channels, int.from_bytes(head[16:18], "little", signed=True)
+        )
     except Exception:
         container.close()
         return None
-    return _opus_blocks(container, stream, decoder, channels)
+    return _opus_blocks(container, stream, decoder, skip)
 
 
-def _opus_blocks(container, stream, decoder, channels: int) -> Iterator[np.ndarray]:
-    import av
-
-    parts: list[np.ndarray] = []
-    held = 0
+def _opus_blocks(container, stream, decoder: libopus.Decoder, skip: int) -> Iterator[np.ndarray]:
+    """Blocks of about ``BLOCK_FRAMES``, decoded in place, less the first ``skip`` frames (the
+    pre-skip is a u16 at 48 kHz: never more than the first block)."""
+    room = BLOCK_FRAMES + decoder.max_frames  # a packet always fits after fewer than BLOCK_FRAMES
+    block, held = np.empty((room, decoder.channels), np.float32), 0
     try:
         for packet in container.demux(stream):
-            try:
-                frames = decoder.decode(packet)
-            except av.error.FFmpegError as error:
-                raise ValueError(f"libopus: {error}") from None
-            for frame in frames:
-                if frame.format.name != "flt":
-                    raise ValueError(f"libopus gave {frame.format.name}, not packed float")
-                parts.append(frame.to_ndarray().reshape(-1, channels))
-                held += frame.samples
+            if packet.size:  # the last one is the demuxer's empty flush packet
+                held += decoder.decode_into(bytes(packet), block[held:])
             if held >= BLOCK_FRAMES:
-                yield np.concatenate(parts)
-                parts, held = [], 0
-        if parts:
-            yield np.concatenate(parts)
+                yield block[skip:held]
+                skip, block, held = 0, np.empty((room, decoder.channels), np.float32), 0
+        if held > skip:
+            yield block[skip:held]
     finally:
+        decoder.close()
         container.close()
