@@ -15,7 +15,7 @@ windows) and ``default`` (TaggingTask's defaults, Choi et al.'s CRNN, 10 s windo
   best with that CPU use: audio / max(main process CPU, all CPU / 2) (with workers, each
   decodes and scores; without, the main process does both). ``decode_only`` is decoding alone.
 * ``long_file``: ``python -m genretag tag`` on one long MP3 in a fresh process; the peak memory
-  of its process tree, sampled every 50 ms: PSS summed over the main process and its workers
+  of its process tree, sampled every 0.5 s: PSS summed over the main process and its workers
   (shared pages counted once) and RSS summed (shared pages counted in each: an upper bound).
 
 Prints one JSON object, then a one-line summary starting with ``#``. Targets: >= 300x realtime
@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,6 +58,7 @@ MODELS = {  # name: (TaggingTask arguments, window seconds)
 CLIP_S = 30.0
 TARGET_X_REALTIME, TARGET_PEAK_MB = 300.0, 1536.0
 SHOWN_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", *BF16_FLAGS, "amx_int8", "amx_tile")
+SAMPLE_S = 0.5  # seconds between memory samples of a tag process tree (see peak_memory)
 MUSICNN_VENV = Path(os.environ.get("MUSICNN_VENV", "/work/venv-musicnn-ref"))
 # musicnn's own code, one process, the same files: tags of each (its published API).
 MUSICNN_SCRIPT = """
@@ -178,13 +180,17 @@ def throughput(library: Path, ckpt: Path, workers: int, audio_s: float, tmp: Pat
 def peak_memory(
     path: Path, seconds: float, ckpt: Path, workers: int | None, tmp: Path, extra: tuple = ()
 ) -> dict:
-    """``python -m genretag tag`` on a file or folder in a fresh process; its tree's peak memory."""
+    """``python -m genretag tag`` on a file or folder in a fresh process; its tree's peak memory.
+
+    Memory is sampled every ``SAMPLE_S``: one PSS sweep of a ``tag`` tree reads the kernel's
+    page tables and costs about 25 ms of CPU (AMD EPYC, 3 processes of 1 GB), which every
+    50 ms took a third of a core from ``tag`` on 2 cores. ``monitor_cpu_s`` is what it took."""
     out = tmp / f"long-{ckpt.stem}.csv"
     out.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "genretag", "tag", str(path), "--ckpt", str(ckpt)]
     cmd += ["--out", str(out), "--quiet", *extra]
     cmd += [] if workers is None else ["--workers", str(workers)]  # None: tag's own default
-    wall, children = time.perf_counter(), _children_cpu()
+    wall, children, mine = time.perf_counter(), _children_cpu(), time.process_time()
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     main = psutil.Process(proc.pid)
     peak_rss = peak_pss = 0
@@ -197,8 +203,8 @@ def peak_memory(
         except psutil.Error:  # a process ended while it was sampled
             pass
         peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
-        time.sleep(0.05)
-    wall = time.perf_counter() - wall
+        time.sleep(SAMPLE_S)
+    wall, mine = time.perf_counter() - wall, time.process_time() - mine
     cpu = _children_cpu() - children
     stderr = proc.stderr.read()
     proc.stderr.close()
@@ -212,6 +218,7 @@ def peak_memory(
         "x_realtime_with_startup": round(seconds / wall, 1),
         "x_realtime_per_cpu_s_with_startup": round(seconds / cpu, 1),
         "cpu_utilisation": round(cpu / wall / system.available_cores(), 3),  # of all cores
+        "monitor_cpu_s": round(mine, 2),
         "peak_pss_mb": round(peak_pss / 2**20),
         "peak_rss_sum_mb": round(peak_rss / 2**20),
     }
@@ -245,11 +252,12 @@ def precisions(
             scores[precision] = _scores(tmp / f"long-{ckpt.stem}.csv")
     result = {}
     for precision, mine in runs.items():
-        speeds = sorted(r["x_realtime_with_startup"] for r in mine)
         entry = {
             "files": len(files),
             "audio_s": round(audio_s, 1),
-            "x_realtime_with_startup_median": speeds[len(speeds) // 2],
+            "x_realtime_with_startup_median": round(
+                statistics.median(r["x_realtime_with_startup"] for r in mine), 1
+            ),
             "runs": [
                 {
                     k: r[k]
@@ -257,6 +265,7 @@ def precisions(
                         "x_realtime_with_startup",
                         "wall_s_with_startup",
                         "cpu_utilisation",
+                        "monitor_cpu_s",
                         "load_avg_1min",
                     )  # fmt: skip
                 }
@@ -266,11 +275,11 @@ def precisions(
             "peak_rss_sum_mb": max(r["peak_rss_sum_mb"] for r in mine),
         }
         if "fp32" in runs and precision != "fp32":
-            ratios = sorted(
+            ratios = [
                 r["x_realtime_with_startup"] / f["x_realtime_with_startup"]
                 for r, f in zip(mine, runs["fp32"], strict=True)
-            )
-            entry["speed_vs_fp32_median"] = round(ratios[len(ratios) // 2], 3)
+            ]
+            entry["speed_vs_fp32_median"] = round(statistics.median(ratios), 3)
             keys = sorted(scores["fp32"])
             ref = np.stack([scores["fp32"][k] for k in keys])
             got = np.stack([scores[precision][k] for k in keys])
@@ -320,9 +329,14 @@ def main() -> None:
     long_file = tmp / f"long-{long_s:.0f}s.mp3"
     if synthetic:
         write_long_mp3(long_file, long_s)
-    ckpts = {name: save_checkpoint(tmp / f"{name}.ckpt", name) for name in MODELS}
     trained = dict(spec.split("=", 1) for spec in args.ckpt)
+    ckpts = {  # random weights for the synthetic runs, and for models no --ckpt names
+        name: save_checkpoint(tmp / f"{name}.ckpt", name)
+        for name in MODELS
+        if synthetic or (name in args.models and name not in trained)
+    }
     extra = {name: Path(ckpt) for name, ckpt in trained.items() if name not in MODELS}
+    trained_models = {name: Path(ckpt) for name, ckpt in trained.items() if name in MODELS}
     audio_s = CLIP_S * clips
     chosen = args.precisions or ["fp32", "bf16", "int8", "auto"]
     corpora = {"synthetic_mp3": library}
@@ -331,10 +345,8 @@ def main() -> None:
     runs = 1 if args.quick else args.repeat
     precision_runs = {
         corpus: {
-            name: precisions(
-                folder, Path(trained.get(name, ckpt)), chosen, runs, args.tag_workers, tmp
-            )
-            for name, ckpt in {**ckpts, **extra}.items()
+            name: precisions(folder, ckpt, chosen, runs, args.tag_workers, tmp)
+            for name, ckpt in {**ckpts, **trained_models, **extra}.items()
             if name in [*args.models, *extra] and (name == "demo" or not args.quick)
         }
         for corpus, folder in corpora.items()
@@ -354,6 +366,10 @@ def main() -> None:
             for corpus, folder in corpora.items()
         },
     }
+    for corpus, models in precision_runs.items():  # each run over musicnn's, same files
+        theirs = (summary["musicnn"][corpus] or {}).get("x_realtime_with_startup")
+        for entry in (e for runs in models.values() for e in runs.values() if theirs):
+            entry["vs_musicnn"] = round(entry["x_realtime_with_startup_median"] / theirs, 2)
     summary["load_avg_at_end"] = round(os.getloadavg()[0], 2)
     if not synthetic:
         print(json.dumps({"benchmark": "tagging", "quick": args.quick, **summary}))
