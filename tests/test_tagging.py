@@ -27,6 +27,7 @@ from genretag.io import file_key
 from genretag.tagger import filetags
 from genretag.tagger.command import main
 from genretag.tagger.scan import scan
+from genretag.tagger.stream import longest_first
 from genretag.task import TaggingTask
 from genretag.windows import WindowCutter, window_starts, windows
 from tests.conftest import save_model
@@ -165,6 +166,19 @@ def test_scan_finds_each_audio_file_once(library: Library) -> None:
     assert sorted(found) == sorted([*library.good, *library.bad])
     jazz = scan([str(library.root / "Jazz" / "*.wav"), str(library.root / "Jazz")])
     assert sorted(p.name for p in jazz) == ["clip.wav", "phone.wav", "quiet night.ogg"]
+
+
+def test_workers_start_the_longest_files_first(tmp_path: Path) -> None:
+    """With several workers the largest files are claimed first, so the library does not end
+    with one worker decoding a long track alone; equal sizes keep their order, and a file that
+    vanished since the scan goes last (decoding it reports it)."""
+    sizes = {"a.mp3": 10, "b.mp3": 300, "c.mp3": 10, "d.mp3": 40}
+    for name, size in sizes.items():
+        (tmp_path / name).write_bytes(b"\0" * size)
+    files = [tmp_path / n for n in ["gone.mp3", *sizes]]
+    assert [p.name for p in longest_first(files)] == [
+        "b.mp3", "d.mp3", "a.mp3", "c.mp3", "gone.mp3"
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("hop", [16, 10, 25])
