@@ -38,7 +38,8 @@ class WindowStream(IterableDataset):
     """Windows of many files in :class:`Batch` form: ``audio`` (N, T), ``clip`` (N,) into
     ``key`` (the batch's file paths), ``ended``, ``bad`` and ``truncated``.
 
-    Workers claim files one at a time from a shared counter (long and short files balance out).
+    Workers claim files one at a time from a shared counter, in the order given (:func:`infer`
+    gives several workers the largest first: :func:`longest_first`).
     A file is in ``ended`` (with its decoded length) once all its windows have been sent, in
     this batch or an earlier one from the same worker. ``starts`` of each window come along in
     ``ended`` order for timelines.
