@@ -368,7 +368,9 @@ def main() -> None:
     }
     for corpus, models in precision_runs.items():  # each run over musicnn's, same files
         theirs = (summary["musicnn"][corpus] or {}).get("x_realtime_with_startup")
-        for entry in (e for runs in models.values() for e in runs.values() if theirs):
+        if not theirs:  # no musicnn venv here, or its run failed
+            continue
+        for entry in (e for by_precision in models.values() for e in by_precision.values()):
             entry["vs_musicnn"] = round(entry["x_realtime_with_startup_median"] / theirs, 2)
     summary["load_avg_at_end"] = round(os.getloadavg()[0], 2)
     if not synthetic:
