@@ -265,7 +265,7 @@ def longest_first(files: Sequence[Path]) -> list[Path]:
 
     def size(path: Path) -> int:
         try:
-            return Path(path).stat().st_size
+            return path.stat().st_size
         except OSError:
             return -1
 
